@@ -1,0 +1,3 @@
+"""rewind: the early phase of neural network training."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Archives: run folders, manifests, checkpoints, metrics, locking and atomic writes."""

@@ -1,0 +1,70 @@
+"""metrics.csv (one row per logged step, read with pandas.read_csv as-is) and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from rewind.archive.atomic import write_text
+
+FIRST_COLUMNS = ["split", "step", "epoch", "loss", "acc", "lr"]
+
+
+class MetricsLog:
+    """Rows kept in memory and rewritten atomically at each flush, so the file is always whole.
+
+    Resuming at step S keeps the rows up to S (which were flushed with checkpoint S) and drops
+    later ones, so the resumed file equals an uninterrupted run's.
+    """
+
+    def __init__(self, folder: str | Path, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = Path(folder) / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events a killed run logged after its last checkpoint.
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(folder), purge_step=purge, flush_secs=30)
+
+    @property
+    def tensorboard(self):
+        return self._tb
+
+    def log(self, split: str, step: int, values: dict[str, float], epoch: float | None = None) -> None:
+        self.rows.append({"split": split, "step": step, "epoch": epoch, **values})
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"{split}/{key}", value, step)
+
+    def flush(self) -> None:
+        columns = list(FIRST_COLUMNS)
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+        write_text(self.path, buf.getvalue())
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value

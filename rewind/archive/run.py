@@ -1,0 +1,76 @@
+"""Run folders: create or reopen an archive under a lock, refuse one made with another config."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from rewind import config as cfg
+from rewind.archive.lock import FolderLock
+from rewind.archive.manifest import Manifest
+from rewind.archive.stage import Stage
+from rewind.errors import UserError
+
+MANIFEST = "manifest.json"
+
+
+class Run:
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+
+    @property
+    def root(self) -> Path:
+        return self.manifest.root
+
+    @property
+    def status(self) -> str:
+        return self.manifest.data["status"]
+
+    def stage(self, rel: str) -> Stage:
+        return Stage(self.manifest, rel)
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.data.update(fields)
+        self.manifest.save()
+
+
+@contextmanager
+def open_run(root: str | Path, kind: str, config: cfg.Config, **fields: Any) -> Iterator[Run]:
+    """The locked run at `root`: created if new, reopened (to resume) if made with the same config."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a run folder; choose another --out")
+    if root.is_dir() and not (root / MANIFEST).exists() and any(p.name != ".lock" for p in root.iterdir()):
+        raise UserError(f"{root} already exists and is not a rewind archive; choose another --out")
+    with FolderLock(root):
+        if (root / MANIFEST).exists():
+            manifest = Manifest.read(root / MANIFEST)
+            if manifest.data.get("kind") != kind:
+                raise UserError(f"{root} holds a {manifest.data.get('kind')} run, not a {kind} run; choose another --out")
+            if manifest.data.get("config_hash") != config.hash():
+                changes = cfg.diff(manifest.data["experiment"], config.experiment_dict())
+                raise UserError(
+                    f"{root} already holds a run with a different config ({'; '.join(changes[:3])}); "
+                    "use another --out, or the same options to resume it"
+                )
+            manifest.data["config"]["runtime"] = config.to_dict()["runtime"]
+        else:
+            manifest = Manifest.new(root / MANIFEST, kind=kind, config=config.to_dict(),
+                                    experiment=config.experiment_dict(), config_hash=config.hash(), **fields)
+        manifest.save()
+        yield Run(manifest)
+
+
+def read(root: str | Path) -> Run:
+    """An existing run, without taking its lock (for listing and reading)."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise UserError(f"{root} is not a rewind archive (no {MANIFEST}); `rewind runs list` shows the runs")
+    return Run(Manifest.read(path))
+
+
+def find(root: str | Path) -> list[Path]:
+    """Run folders under `root` (the folder itself included), sorted by path."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob(MANIFEST) if "branches" not in p.relative_to(root).parts)

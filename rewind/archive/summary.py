@@ -1,0 +1,52 @@
+"""What `rewind runs list` and `rewind runs show` print about archives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rewind import config as cfg
+from rewind.archive import run as runs
+from rewind.archive.stage import Stage
+
+
+def _last_test(manifest_data: dict[str, Any]) -> str:
+    test = manifest_data.get("final_test")
+    return f"{100 * test['acc']:.2f}%" if test else "-"
+
+
+def run_rows(root: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in runs.find(root):
+        run = runs.read(path)
+        d = run.manifest.data
+        held = Stage(run.manifest, "trunk").steps()
+        rows.append({"run": str(path), "kind": d.get("kind"), "status": d.get("status"),
+                     "iterations": f"{held[-1] if held else 0}/{d.get('total_iterations', '?')}",
+                     "test_acc": _last_test(d), "config": d.get("config_hash")})
+    return rows
+
+
+def describe(path: Path) -> str:
+    run = runs.read(path)
+    d = run.manifest.data
+    held = Stage(run.manifest, "trunk").steps()
+    lines = [
+        f"run        {path}",
+        f"kind       {d.get('kind')}",
+        f"status     {d.get('status')}",
+        f"created    {d.get('created')}  by: {d.get('command')}",
+        f"versions   " + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()),
+        f"config     {d.get('config_hash')}  ({d.get('iterations_per_epoch')} iterations per epoch)",
+        f"test acc   {_last_test(d)} final, "
+        + (f"{100 * d['best_test_acc']:.2f}% best" if "best_test_acc" in d else "- best"),
+        f"checkpoints ({len(held)}): {', '.join(map(str, held)) or 'none'}",
+    ]
+    branches = sorted((path / "branches").glob("*/manifest.json")) if (path / "branches").is_dir() else []
+    if branches:
+        lines.append("branches:")
+        for b in branches:
+            bd = runs.Manifest.read(b).data if hasattr(runs, "Manifest") else {}
+            lines.append(f"  {b.parent.name}  {bd.get('status', '?')}")
+    lines += ["", "# resolved config", cfg.to_toml(cfg.from_sections(d["config"]))]
+    return "\n".join(lines)

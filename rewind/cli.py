@@ -1,0 +1,112 @@
+"""The `rewind` command: parse, call, print. Every option comes from the config dataclasses."""
+
+from __future__ import annotations
+
+import errno
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from rewind import config as cfg
+from rewind.errors import UserError
+
+_TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
+
+
+def config_options(fn: Callable) -> Callable:
+    """Add `--config FILE` and one option per config field; unset options stay None (the file wins)."""
+    for name, (section, f) in reversed(list(cfg.all_fields().items())):
+        flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
+        help_text = f"{f.metadata['help']}  [default: {f.default!r}] [{section}.{name}]"
+        if f.type == "bool":
+            fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(fn)
+        else:
+            kind = click.Choice(f.metadata["choices"]) if f.metadata.get("choices") else _TYPES[f.type]
+            fn = click.option(flag, name, type=kind, default=None, help=help_text)(fn)
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                        help="TOML config (see configs/); any option given here overrides it")(fn)
+
+
+def build_config(config_file: str | None, options: dict[str, Any]) -> cfg.Config:
+    return cfg.load(config_file, {k: v for k, v in options.items() if v is not None})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="rewind")
+def cli() -> None:
+    """rewind: lottery tickets, rewinding and the early phase of training."""
+
+
+@cli.command()
+@config_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
+def train(config_file: str | None, out: str, **options: Any) -> None:
+    """Train a dense run (the trunk) into an archive; re-running the same command resumes it."""
+    from rewind.train.trunk import train as train_trunk
+
+    config = build_config(config_file, options)
+    result = train_trunk(config, out)
+    acc = result.final_test["acc"]
+    click.echo(f"trunk {out}: final test accuracy {100 * acc:.2f}% (best {100 * result.best_test_acc:.2f}%)")
+
+
+@cli.group()
+def runs() -> None:
+    """List archives and show what one holds."""
+
+
+@runs.command("list")
+@click.argument("root", default="runs", type=click.Path())
+def runs_list(root: str) -> None:
+    """Every archive under ROOT (default runs/)."""
+    from rewind.archive.summary import run_rows
+
+    rows = run_rows(Path(root))
+    if not rows:
+        click.echo(f"no archives under {root}")
+        return
+    click.echo(_table(rows))
+
+
+@runs.command("show")
+@click.argument("run", type=click.Path())
+def runs_show(run: str) -> None:
+    """Config, status, checkpoints held and test accuracy of one archive."""
+    from rewind.archive.summary import describe
+
+    click.echo(describe(Path(run)))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"rewind: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        code = cli.main(standalone_mode=False)
+    except UserError as e:
+        _fail(str(e))
+    except click.ClickException as e:
+        _fail(e.format_message().replace("\n", " "))
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _fail("interrupted; run the same command again to resume where it stopped", 130)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            _fail("disk full; nothing saved earlier was changed. Free some space and run the same command again")
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

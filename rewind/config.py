@@ -1,0 +1,220 @@
+"""Frozen hyperparameter dataclasses: the one source for TOML configs, CLI flags, manifests and run hashes.
+
+A config has sections (`[data]`, `[model]`, `[train]`, `[runtime]`). Field names are unique
+across sections so that every field is also a CLI flag `--field-name`. `runtime` holds
+settings that do not change results (device, cache folder, progress display); it is left
+out of the run hash so an archive can be resumed on another machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rewind import steps
+from rewind.errors import UserError
+
+
+def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _f(
+        "cifar10",
+        "dataset: 'cifar10' (torchvision), 'synthetic', or a path to an image-folder tree or .tar.gz "
+        "with train/<class>/ and test/<class>/",
+        flag="--data",
+    )
+    augment: bool = _f(True, "random crop (zero padding 4) and horizontal flip")
+    train_examples: int = _f(0, "train on a fixed seeded subset of this many examples (0 = all; synthetic: 5000)")
+    test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; synthetic: 1000)")
+    subset_seed: int = _f(0, "seed of the train/test subsets")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = _f("resnet20", "architecture: resnet<6n+2> (CIFAR ResNet), e.g. resnet20, resnet56")
+    width: int = _f(16, "channels of the first stage (16 in the recipe; stages are width, 2x, 4x)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: str = _f("160ep", "training length, e.g. '160ep' or '62560it'")
+    batch_size: int = _f(128, "examples per iteration")
+    lr: float = _f(0.1, "peak learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "Nesterov momentum")
+    weight_decay: float = _f(1e-4, "L2 weight decay on all parameters")
+    lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma")
+    lr_gamma: float = _f(0.1, "learning-rate factor at each milestone")
+    warmup: str = _f("0it", "linear learning-rate warmup length")
+    model_seed: int = _f(0, "seed of the initial weights")
+    order_seed: int = _f(0, "seed of the data order")
+    aug_seed: int = _f(0, "seed of the data augmentation")
+    eval_every: str = _f("1ep", "evaluate on the test set every this many steps (and at 0 and the end)")
+    log_every: str = _f("100it", "log training loss and accuracy every this many steps")
+    save_every: str = _f("10ep", "after the dense early checkpoints, save every this many steps")
+    save_at: str = _f("", "extra checkpoint steps, comma-separated, e.g. '500,1200it,3ep'")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
+    data_dir: str = _f("~/.cache/rewind", "where datasets are downloaded and decoded caches are kept")
+    progress: str = _f("auto", "progress display: a bar on a terminal, plain lines otherwise",
+                       choices=("auto", "bar", "lines", "none"))
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def experiment_dict(self) -> dict[str, dict[str, Any]]:
+        """The part of the config that determines results (everything but `runtime`)."""
+        d = self.to_dict()
+        del d["runtime"]
+        d["data"]["source"] = dataset_identity(self.data.source)
+        return d
+
+    def hash(self) -> str:
+        blob = json.dumps(self.experiment_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def with_values(self, **values: Any) -> "Config":
+        """A copy with fields replaced by name (`lr=0.05`), whatever section they live in."""
+        return from_sections(self.to_dict(), overrides=values)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "runtime": RuntimeConfig}
+STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every")
+STEP_LIST_FIELDS = ("lr_milestones", "save_at")
+
+
+def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Every field name -> (section, field)."""
+    return {f.name: (section, f) for section, cls in SECTIONS.items() for f in fields(cls)}
+
+
+def dataset_identity(source: str) -> str:
+    """The dataset as it enters the run hash: a path counts by its name, so a moved folder still matches."""
+    if source in ("cifar10", "synthetic"):
+        return source
+    name = Path(source).name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        name = name.removesuffix(suffix)
+    return f"folder:{name}"
+
+
+def _validate(config: Config) -> None:
+    t = config.train
+    for name in STEP_FIELDS:
+        steps.check(getattr(t, name), name)
+    for name in STEP_LIST_FIELDS:
+        steps.check_list(getattr(t, name), name)
+    if t.batch_size <= 0:
+        raise UserError(f"batch_size must be positive, got {t.batch_size}")
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            choices = f.metadata.get("choices")
+            value = getattr(getattr(config, section), f.name)
+            if choices and value not in choices:
+                raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+    from rewind.models import check_name  # late import: models depend on nothing here, but keep config light
+
+    check_name(config.model.model)
+
+
+def _coerce(name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
+    want = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is str and isinstance(value, (int, list)):
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise UserError(f"{name} in {where} must be {want.__name__}, got {value!r}")
+    return value
+
+
+def _unknown(key: str, known: list[str], where: str) -> UserError:
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(known))}"
+    return UserError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> Config:
+    """Build a Config from `{section: {key: value}}` plus flat `overrides` (CLI flags win)."""
+    known = all_fields()
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for section, table in sections.items():
+        if section not in SECTIONS:
+            raise _unknown(section, list(SECTIONS), where)
+        if not isinstance(table, dict):
+            raise UserError(f"[{section}] in {where} must be a table of key = value lines")
+        section_keys = [f.name for f in fields(SECTIONS[section])]
+        for key, value in table.items():
+            if key not in section_keys:
+                dotted = [f"{s}.{k}" for k, (s, _) in known.items()]
+                raise _unknown(f"{section}.{key}", dotted, where)
+            values[section][key] = _coerce(f"{section}.{key}", known[key][1], value, where)
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise _unknown(key, list(known), "options")
+        section, f = known[key]
+        values[section][key] = _coerce(key, f, value, "options")
+    return Config(**{s: cls(**values[s]) for s, cls in SECTIONS.items()})
+
+
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file (if any), then `overrides`."""
+    sections: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist; see configs/ for the shipped recipes")
+        try:
+            sections = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"config file {p} is not valid TOML: {e}") from None
+    return from_sections(sections, overrides, where=str(path) if path else "config")
+
+
+def to_toml(config: Config) -> str:
+    lines = []
+    for section, table in config.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def diff(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
+    """'section.key: a -> b' for every value that differs between two config dicts."""
+    out = []
+    for section in sorted(set(a) | set(b)):
+        ta, tb = a.get(section, {}), b.get(section, {})
+        for key in sorted(set(ta) | set(tb)):
+            if ta.get(key) != tb.get(key):
+                out.append(f"{section}.{key}: {ta.get(key)!r} -> {tb.get(key)!r}")
+    return out
+
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "RuntimeConfig", "load", "from_sections",
+           "to_toml", "diff", "all_fields", "replace"]

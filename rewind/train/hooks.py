@@ -1,0 +1,117 @@
+"""Hooks for the loop: training logs, test evaluation, checkpoints, progress."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+
+from rewind.archive.metrics import MetricsLog
+from rewind.archive.stage import Stage
+from rewind.steps import format as format_step
+from rewind.train.evaluate import evaluate
+from rewind.train.loop import Hook, TrainState
+
+
+class TrainLog(Hook):
+    """Mean training loss and accuracy since the last log step; sums stay on the device until then."""
+
+    def __init__(self, metrics: MetricsLog):
+        self.metrics = metrics
+        self.last: dict[str, float] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._loss, self._correct, self._count = 0.0, 0, 0
+
+    def after_step(self, iteration, loss, correct, count) -> None:
+        self._loss = self._loss + loss * count
+        self._correct = self._correct + correct
+        self._count += count
+
+    def at(self, step: int, state: TrainState) -> None:
+        if step not in state.plan.log_steps or not self._count:
+            return
+        self.last = {"loss": float(self._loss) / self._count, "acc": float(self._correct) / self._count,
+                     "lr": state.plan.lr_at(step - 1)}
+        self.metrics.log("train", step, self.last, epoch=state.plan.epoch(step))
+        self._reset()
+
+
+class Eval(Hook):
+    def __init__(self, metrics: MetricsLog, images: torch.Tensor, labels: torch.Tensor, steps: frozenset[int]):
+        self.metrics, self.images, self.labels, self.steps = metrics, images, labels, steps
+        self.last: dict[str, Any] = {}
+
+    def at(self, step: int, state: TrainState) -> None:
+        if step in self.steps:
+            result = evaluate(state.model, self.images, self.labels, state.loader.normalize)
+            self.metrics.log("test", step, result, epoch=state.plan.epoch(step))
+            self.last = {"step": step, **result}
+
+
+class Checkpoint(Hook):
+    """Saves weights, buffers and extra tensors (masks) plus optimizer and RNG state.
+
+    Metrics are flushed first, so a checkpoint at step S implies metrics.csv holds every row up to S.
+    """
+
+    def __init__(self, stage: Stage, metrics: MetricsLog, extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict):
+        self.stage, self.metrics, self.extra_tensors = stage, metrics, extra_tensors
+
+    def at(self, step: int, state: TrainState) -> None:
+        if step in state.plan.save_steps and not self.stage.has(step, with_state=True):
+            self.metrics.flush()
+            save(self.stage, step, state, self.extra_tensors())
+
+
+def save(stage: Stage, step: int, state: TrainState, extra: dict[str, torch.Tensor] | None = None) -> None:
+    tensors = {**state.model.state_dict(), **(extra or {})}
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    stage.save(step, tensors, {"epoch": state.plan.epoch(step)},
+               {"optimizer": state.optimizer.state_dict(), "rng": rng})
+
+
+class Progress(Hook):
+    """A tqdm bar on a terminal, plain lines at log steps otherwise."""
+
+    def __init__(self, mode: str, label: str, start: int, end: int, train_log: TrainLog, evaluation: Eval):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.label, self.end = mode, label, end
+        self.train_log, self.evaluation = train_log, evaluation
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=end, initial=start, desc=label, unit="it", dynamic_ncols=True, leave=True)
+
+    def after_step(self, iteration, loss, correct, count) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _summary(self) -> dict[str, str]:
+        out = {}
+        if self.train_log.last:
+            out["loss"] = f"{self.train_log.last['loss']:.3f}"
+            out["acc"] = f"{100 * self.train_log.last['acc']:.1f}%"
+        if self.evaluation.last:
+            out["test"] = f"{100 * self.evaluation.last['acc']:.1f}%"
+        return out
+
+    def at(self, step: int, state: TrainState) -> None:
+        if step not in state.plan.log_steps and step not in self.evaluation.steps:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(self._summary(), refresh=False)
+        elif self.mode == "lines":
+            fields = " ".join(f"{k} {v}" for k, v in self._summary().items())
+            where = format_step(step, state.plan.iterations_per_epoch)
+            print(f"{self.label} {step}/{self.end} ({where}) {fields}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

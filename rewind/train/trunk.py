@@ -1,0 +1,86 @@
+"""`rewind train`: one dense run (the trunk) into an archive that later analyses reuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewind import data as D
+from rewind import models
+from rewind.archive.run import Run, open_run
+from rewind.config import Config
+from rewind.errors import UserError
+from rewind.train.loop import TrainState
+from rewind.train.optim import make_optimizer
+from rewind.train.schedule import Plan
+from rewind.train.segment import SegmentResult, run_segment
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def load_data(config: Config) -> D.Dataset:
+    d = config.data
+    return D.load(d.source, config.runtime.data_dir, d.train_examples, d.test_examples, d.subset_seed)
+
+
+@dataclass
+class Setup:
+    """What every training in an archive shares: device, data on it, and the resolved plan."""
+
+    config: Config
+    device: torch.device
+    data: D.Dataset
+    plan: Plan
+    test: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def create(cls, config: Config, extra_saves: tuple[int, ...] = ()) -> "Setup":
+        device = resolve_device(config.runtime.device)
+        data = load_data(config)
+        plan = Plan.from_config(config.train, len(data.train_y), extra_saves)
+        return cls(config, device, data, plan, (data.test_x.to(device), data.test_y.to(device)))
+
+    def new_model(self) -> torch.nn.Module:
+        m = self.config.model
+        model = models.build(m.model, m.width, self.data.num_classes, self.config.train.model_seed)
+        return model.to(self.device, memory_format=torch.channels_last)
+
+    def state(self, model: torch.nn.Module, plan: Plan | None = None) -> TrainState:
+        t = self.config.train
+        loader = D.DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
+                                self.config.data.augment, self.device)
+        return TrainState(model, make_optimizer(model, t), loader, plan or self.plan)
+
+
+@dataclass
+class TrunkResult:
+    root: Path
+    final_test: dict[str, float]
+    best_test_acc: float
+    resumed_from: int | None
+
+
+def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) -> TrunkResult:
+    """Train (or resume, or find complete) the trunk of the archive at `out`."""
+    setup = Setup.create(config, extra_saves)
+    with open_run(out, "trunk", config, iterations_per_epoch=setup.plan.iterations_per_epoch,
+                  total_iterations=setup.plan.total, device=str(setup.device),
+                  seeds={"model": config.train.model_seed, "order": config.train.order_seed,
+                         "aug": config.train.aug_seed}) as run:
+        result = train_trunk(setup, run)
+    return TrunkResult(Path(out), result.final_test, result.best_test_acc, result.resumed_from)
+
+
+def train_trunk(setup: Setup, run: Run) -> SegmentResult:
+    state = setup.state(setup.new_model())
+    result = run_segment(state, run.stage("trunk"), 0, setup.test, setup.config.runtime.progress, "trunk")
+    run.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc)
+    return result
