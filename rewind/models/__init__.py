@@ -24,9 +24,11 @@ def check_name(name: str) -> int:
 
 def build(name: str, width: int = 16, num_classes: int = 10, seed: int = 0) -> nn.Module:
     """A new model initialised from `seed` alone (the global RNG is left untouched)."""
-    model = CifarResNet(check_name(name), width, num_classes)
+    depth = check_name(name)
+    # Module constructors draw default inits from the global RNG too (the fc bias keeps one).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds.derive(seed, "init"))
+        model = CifarResNet(depth, width, num_classes)
         init_weights(model)
     return model
 

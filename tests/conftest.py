@@ -1,0 +1,43 @@
+"""Shared helpers: a tiny, fast, learnable configuration on synthetic data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rewind import config as cfg
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+TINY = dict(source="synthetic", train_examples=1000, test_examples=500, model="resnet8", width=8,
+            steps="120it", batch_size=64, lr=0.05, lr_milestones="80it", eval_every="40it", log_every="20it",
+            save_every="20it", progress="none")
+
+
+def tiny_config(**overrides) -> cfg.Config:
+    return cfg.load(None, {**TINY, **overrides})
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny config whose data cache lives in the test's own folder."""
+    return tiny_config(data_dir=str(tmp_path / "cache"))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `rewind ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from rewind.cli import main
+
+    old = sys.argv
+    sys.argv = ["rewind", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err

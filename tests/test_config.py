@@ -1,0 +1,58 @@
+import pytest
+
+from rewind import config as cfg
+from rewind.errors import UserError
+
+
+def test_toml_round_trip(tmp_path):
+    c = cfg.load(None, {"lr": 0.05, "steps": "2ep", "augment": False, "save_at": "500,3ep"})
+    path = tmp_path / "c.toml"
+    path.write_text(cfg.to_toml(c))
+    assert cfg.load(path) == c
+
+
+def test_shipped_recipe_matches_protocol():
+    c = cfg.load("configs/resnet20_cifar10.toml")
+    t = c.train
+    assert (t.lr, t.momentum, t.weight_decay, t.batch_size, t.nesterov) == (0.1, 0.9, 1e-4, 128, False)
+    assert (t.steps, t.lr_milestones, t.lr_gamma, t.warmup) == ("160ep", "80ep,120ep", 0.1, "0it")
+    assert c.data.augment and c.model.model == "resnet20" and c.model.width == 16
+
+
+def test_options_override_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nlr = 0.2\nsteps = "3ep"\n')
+    c = cfg.load(path, {"lr": 0.01})
+    assert c.train.lr == 0.01 and c.train.steps == "3ep"
+
+
+def test_unknown_key_names_it_and_the_nearest_valid_one(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlearning_rat = 0.2\n")
+    with pytest.raises(UserError, match=r"unknown config key 'train.learning_rat'.*did you mean"):
+        cfg.load(path)
+    path.write_text("[train]\nmomentun = 0.2\n")
+    with pytest.raises(UserError, match=r"did you mean 'train.momentum'"):
+        cfg.load(path)
+    path.write_text("[trian]\nlr = 0.2\n")
+    with pytest.raises(UserError, match=r"unknown config key 'trian'.*did you mean 'train'"):
+        cfg.load(path)
+
+
+def test_bad_values_are_refused(tmp_path):
+    with pytest.raises(UserError, match="steps"):
+        cfg.load(None, {"steps": "ten epochs"})
+    with pytest.raises(UserError, match="resnet"):
+        cfg.load(None, {"model": "resnet21"})
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nlr = "fast"\n')
+    with pytest.raises(UserError, match="train.lr .* must be float"):
+        cfg.load(path)
+
+
+def test_hash_ignores_runtime_and_dataset_location_but_not_hyperparameters():
+    a = cfg.load(None, {"source": "/a/cifar10-jpeg.tar.gz"})
+    b = cfg.load(None, {"source": "/elsewhere/cifar10-jpeg.tar.gz", "device": "cpu", "progress": "none"})
+    assert a.hash() == b.hash()
+    assert a.hash() != a.with_values(lr=0.05).hash()
+    assert a.hash() != a.with_values(order_seed=1).hash()

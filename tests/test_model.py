@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rewind import models
+from rewind.errors import UserError
+
+
+def test_resnet20_has_272474_parameters_and_the_recipe_structure():
+    m = models.build("resnet20")
+    assert sum(p.numel() for p in m.parameters()) == 272474
+    assert m.conv.out_channels == 16 and m.conv.bias is None and m.conv.kernel_size == (3, 3)
+    assert len(m.blocks) == 9
+    widths = [b.conv2.out_channels for b in m.blocks]
+    assert widths == [16] * 3 + [32] * 3 + [64] * 3
+    strides = [b.conv1.stride[0] for b in m.blocks]
+    assert strides == [1, 1, 1, 2, 1, 1, 2, 1, 1]
+    for i, b in enumerate(m.blocks):
+        if i in (3, 6):  # projection shortcut: 1x1 conv + BatchNorm, stride 2
+            conv, bn = b.shortcut
+            assert conv.kernel_size == (1, 1) and conv.stride == (2, 2) and isinstance(bn, nn.BatchNorm2d)
+        else:
+            assert len(b.shortcut) == 0
+    assert all(c.bias is None for c in m.modules() if isinstance(c, nn.Conv2d))
+    assert m.fc.in_features == 64 and m.fc.out_features == 10 and m.fc.bias is not None
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_init_is_the_recipes():
+    m = models.build("resnet20", seed=3)
+    bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    gammas = torch.cat([b.weight.detach() for b in bns])
+    assert gammas.min() >= 0 and gammas.max() <= 1 and 0.4 < gammas.mean() < 0.6  # U[0, 1]
+    assert all(torch.all(b.bias == 0) for b in bns)
+    w = m.blocks[8].conv2.weight.detach()  # kaiming normal, fan_in = 64 * 9
+    assert abs(w.std().item() - math.sqrt(2 / (64 * 9))) < 0.005 and abs(w.mean().item()) < 0.005
+
+
+def test_model_seed_alone_determines_init_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b, c = models.build("resnet8", seed=1), models.build("resnet8", seed=1), models.build("resnet8", seed=2)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.conv.weight, c.conv.weight)
+
+
+def test_prunable_weights_are_conv_and_linear_only():
+    m = models.build("resnet20")
+    names = models.prunable(m)
+    assert "fc.weight" in names and "conv.weight" in names and "blocks.3.shortcut.0.weight" in names
+    assert not any("bn" in n or n.endswith("bias") for n in names)
+    assert sum(p.numel() for p in names.values()) == 272474 - 10 - 2 * sum(
+        b.num_features for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+def test_widths_and_depths():
+    assert sum(p.numel() for p in models.build("resnet56").parameters()) > 800000
+    assert models.build("resnet20", width=32).conv.out_channels == 32
+    with pytest.raises(UserError, match="6n\\+2"):
+        models.build("resnet21")

@@ -1,0 +1,126 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, tiny_config
+from rewind.archive import run as runs
+from rewind.archive.stage import Stage
+from rewind.train import loop
+from rewind.train.trunk import train
+
+
+def final_weights(root: Path) -> dict[str, torch.Tensor]:
+    run = runs.read(root)
+    stage = Stage(run.manifest, "trunk")
+    return stage.load(stage.steps()[-1]).tensors
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted tiny run, shared by the tests that compare against it."""
+    root = tmp_path_factory.mktemp("ref")
+    config = tiny_config(data_dir=str(root / "cache"))
+    result = train(config, root / "run")
+    return config, root / "run", result
+
+
+def test_tiny_run_learns_and_writes_the_archive(reference):
+    config, root, result = reference
+    assert result.final_test["acc"] > 0.8  # synthetic data, 10 classes: chance is 0.1
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["total_iterations"] == 120
+    assert manifest["config_hash"] == config.hash() and manifest["versions"]["torch"] == torch.__version__
+    held = Stage(runs.read(root).manifest, "trunk").steps()
+    assert held == [0, 1, 2, 5, 10, 20, 25, 40, 50, 60, 80, 100, 120]
+    metrics = pd.read_csv(root / "trunk" / "metrics.csv")
+    assert list(metrics.columns[:6]) == ["split", "step", "epoch", "loss", "acc", "lr"]
+    assert metrics[metrics.split == "test"].step.tolist() == [0, 40, 80, 120]
+    assert metrics[metrics.split == "train"].step.tolist() == list(range(20, 121, 20))
+    assert metrics[metrics.split == "train"].lr.tolist() == pytest.approx([0.05] * 4 + [0.005] * 2)  # milestone 80it
+    assert metrics[metrics.split == "test"].acc.iloc[-1] == pytest.approx(result.final_test["acc"])
+
+
+def test_tensorboard_holds_train_and_test_scalars(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, root, result = reference
+    acc = EventAccumulator(str(root / "trunk"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "train/lr", "test/loss", "test/acc"} <= tags
+    test_acc = acc.Scalars("test/acc")
+    assert [e.step for e in test_acc] == [0, 40, 80, 120]
+    assert test_acc[-1].value == pytest.approx(result.final_test["acc"])
+
+
+def test_same_config_gives_bit_identical_weights(reference, tmp_path):
+    config, root, _ = reference
+    train(config, tmp_path / "again")
+    assert_same_weights(root, tmp_path / "again")
+
+
+def test_interrupted_run_resumes_to_identical_weights_and_metrics(reference, tmp_path, monkeypatch):
+    config, root, _ = reference
+    real_step = loop.train_step
+
+    def interrupted(state, iteration):
+        if iteration == 70:
+            raise KeyboardInterrupt
+        return real_step(state, iteration)
+
+    monkeypatch.setattr(loop, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run")
+    assert runs.read(tmp_path / "run").status == "running"
+    monkeypatch.setattr(loop, "train_step", real_step)
+    result = train(config, tmp_path / "run")
+    assert result.resumed_from == 60
+    assert_same_weights(root, tmp_path / "run")
+    ref = pd.read_csv(root / "trunk" / "metrics.csv")
+    resumed = pd.read_csv(tmp_path / "run" / "trunk" / "metrics.csv")
+    pd.testing.assert_frame_equal(ref, resumed)
+
+
+def test_sigkill_halfway_then_same_command_matches_uninterrupted(reference, tmp_path):
+    config, root, _ = reference
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "rewind.cli", "train", "--out", str(out)]
+    for key, value in {**TINY, "steps": "400it", "data_dir": str(tmp_path / "cache")}.items():
+        args += [f"--{'data' if key == 'source' else key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        files = json.loads((out / "manifest.json").read_text()).get("files", {}) if (out / "manifest.json").exists() else {}
+        if any("it00000200.state" in f for f in files):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert runs.read(out).status == "running"
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = tmp_path / "full"
+    train(tiny_config(steps="400it", data_dir=str(tmp_path / "cache")), full)
+    assert_same_weights(full, out)
+
+
+def test_rerunning_a_complete_run_changes_nothing(reference):
+    config, root, result = reference
+    before = {p: p.stat().st_mtime_ns for p in (root / "trunk" / "checkpoints").iterdir()}
+    again = train(config, root)
+    assert again.final_test == result.final_test
+    assert {p: p.stat().st_mtime_ns for p in (root / "trunk" / "checkpoints").iterdir()} == before

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Training throughput of ResNet-20 at batch 128: rewind's trainer against a plain eager reference.
+
+All variants run in one process on one device, on the same data:
+
+- reference: what most research code does. torchvision transforms per image in a DataLoader
+  (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), an NCHW model, eager
+  SGD with momentum and weight decay.
+- fast: rewind's trainer (device-resident uint8 data, augmentation on the device, channels-last,
+  foreach/fused SGD, torch.compile on CUDA), through the same `train_step` that `rewind train` runs.
+- replicas N: N independent models trained together by the replica trainer (aggregate images/s).
+
+Usage:
+    python tools/bench.py                      # CPU or GPU, whatever is there; synthetic data
+    python tools/bench.py --device cuda --data ../shared/data/cifar10-jpeg.tar.gz --full-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rewind import config as cfg  # noqa: E402
+from rewind.data.loader import MEAN, STD  # noqa: E402
+from rewind.train import loop  # noqa: E402
+from rewind.train.trunk import Setup  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> float:
+    """Images per second of the plain eager loop."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x, y):
+            self.x = x.permute(0, 2, 3, 1).numpy()
+            self.y = y.tolist()
+            self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                 T.Normalize(MEAN, STD)])
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return self.tf(Image.fromarray(self.x[i])), self.y[i]
+
+    device = setup.device
+    model = setup.new_model().to(memory_format=torch.contiguous_format)
+    t = setup.config.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    loader = torch.utils.data.DataLoader(Images(setup.data.train_x, setup.data.train_y), batch_size=t.batch_size,
+                                         shuffle=True, num_workers=workers, drop_last=True,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    model.train()
+    done, start = 0, None
+    while done < warmup + iters:
+        for x, y in loader:
+            if done == warmup:
+                sync(device)
+                start = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == warmup + iters:
+                break
+    sync(device)
+    return iters * t.batch_size / (time.perf_counter() - start)
+
+
+def bench_fast(setup: Setup, iters: int, warmup: int) -> float:
+    state = setup.state(setup.new_model())
+    state.model.train()
+    for it in range(warmup):
+        loop.train_step(state, it)
+    sync(setup.device)
+    start = time.perf_counter()
+    for it in range(warmup, warmup + iters):
+        loop.train_step(state, it)
+    sync(setup.device)
+    return iters * setup.config.train.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data", default="synthetic", help="dataset source, as for `rewind train --data`")
+    p.add_argument("--data-dir", default="~/.cache/rewind")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 30 CPU, 300 GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 CPU, 50 GPU)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (default: cores)")
+    args = p.parse_args()
+
+    overrides = {"source": args.data, "data_dir": args.data_dir, "device": args.device, "steps": "160ep"}
+    if args.data == "synthetic":
+        overrides["train_examples"] = 10000
+    setup = Setup.create(cfg.load(None, overrides))
+    gpu = setup.device.type == "cuda"
+    iters = args.iters or (300 if gpu else 30)
+    warmup = args.warmup if args.warmup is not None else (50 if gpu else 5)
+    workers = args.workers if args.workers is not None else min(8, torch.multiprocessing.cpu_count())
+    name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device {name}; torch {torch.__version__}; ResNet-20, batch 128; {iters} timed iterations each")
+
+    ref = bench_reference(setup, iters, warmup, workers)
+    print(f"reference (DataLoader + torchvision, eager, {workers} workers): {ref:10.0f} images/s")
+    fast = bench_fast(setup, iters, warmup)
+    print(f"fast (rewind trainer):                                  {fast:10.0f} images/s  "
+          f"({fast / ref:.2f}x reference)")
+    if gpu:
+        total = setup.plan.total
+        print(f"one 160-epoch run ({total} iterations) at this rate: {total * 128 / fast:.0f} s without evaluation")
+
+
+if __name__ == "__main__":
+    main()
