@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rewind.data.loader import DeviceLoader
+from rewind.prune.masks import Applier, Masks
 from rewind.train.schedule import Plan
 
 
@@ -19,8 +20,25 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     loader: DeviceLoader
     plan: Plan
-    # Called after each optimizer step (e.g. to re-apply pruning masks).
-    after_update: list[Callable[[], None]] = field(default_factory=list)
+    masks: Masks | None = None
+    # Deficits / pre-training transforms: anything with batch(loader, iteration) and
+    # weight_decay_factor(iteration); None means the plain recipe.
+    phases: Any = None
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # a compiled model, when used
+
+    def __post_init__(self) -> None:
+        self._applier = Applier(self.model, self.masks) if self.masks is not None else None
+        if self._applier is not None:
+            self._applier.weights()
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.phases is not None:
+            return self.phases.batch(self.loader, iteration)
+        return self.loader.batch(iteration)
+
+    def weight_decay(self, iteration: int) -> float:
+        wd = self.plan.weight_decay
+        return wd * self.phases.weight_decay_factor(iteration) if self.phases is not None else wd
 
 
 class Hook:
@@ -37,17 +55,19 @@ class Hook:
 
 
 def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    lr = state.plan.lr_at(iteration)
+    lr, wd = state.plan.lr_at(iteration), state.weight_decay(iteration)
     for group in state.optimizer.param_groups:
-        group["lr"] = lr
-    x, y = state.loader.batch(iteration)
-    logits = state.model(x)
+        group["lr"], group["weight_decay"] = lr, wd
+    x, y = state.batch(iteration)
+    logits = (state.forward or state.model)(x)
     loss = F.cross_entropy(logits, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if state._applier is not None:
+        state._applier.grads()  # momentum and weight decay then see zeros at pruned entries
     state.optimizer.step()
-    for fn in state.after_update:
-        fn()
+    if state._applier is not None:
+        state._applier.weights()
     return loss.detach(), (logits.detach().argmax(1) == y).sum(), len(y)
 
 

@@ -19,6 +19,7 @@ class Plan:
     milestones: tuple[int, ...]
     gamma: float
     warmup: int
+    weight_decay: float
     eval_steps: frozenset[int]
     log_steps: frozenset[int]
     save_steps: frozenset[int]
@@ -41,6 +42,7 @@ class Plan:
             milestones=tuple(sorted(steps.parse_list(t.lr_milestones, ipe, "lr_milestones"))),
             gamma=t.lr_gamma,
             warmup=steps.parse(t.warmup, ipe, "warmup"),
+            weight_decay=t.weight_decay,
             eval_steps=frozenset(s for s in every(t.eval_every, "eval_every") | {0, total} if s <= total),
             log_steps=frozenset(s for s in every(t.log_every, "log_every") | {total} if 0 < s <= total),
             save_steps=frozenset(s for s in saves if s <= total),

@@ -1,0 +1,1 @@
+"""Pruning: masks, magnitude pruning, random pruning and perturbations of rewind-point weights."""

@@ -1,0 +1,63 @@
+"""Masks: one bool tensor per prunable weight (conv and linear), keyed by parameter name.
+
+Pruned weights stay exactly zero: gradients are masked before the optimizer step (so momentum
+and weight decay see zeros at pruned entries) and weights are masked again after it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from rewind import models
+from rewind.archive.atomic import write_bytes
+
+Masks = dict[str, torch.Tensor]
+
+
+def ones(model: nn.Module) -> Masks:
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in models.prunable(model).items()}
+
+
+def density(masks: Masks) -> float:
+    total = sum(m.numel() for m in masks.values())
+    return sum(int(m.sum()) for m in masks.values()) / total
+
+
+def remaining(masks: Masks) -> int:
+    return sum(int(m.sum()) for m in masks.values())
+
+
+def to_device(masks: Masks, device: torch.device | str) -> Masks:
+    return {k: v.to(device) for k, v in masks.items()}
+
+
+class Applier:
+    """Applies masks to a model's parameters with multi-tensor ops (one launch per op on CUDA)."""
+
+    def __init__(self, model: nn.Module, masks: Masks):
+        params = dict(model.named_parameters())
+        self.params = [params[name] for name in masks]
+        self.masks = [m.to(p.device, p.dtype) for m, p in zip(masks.values(), self.params)]
+
+    @torch.no_grad()
+    def weights(self) -> None:
+        torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def grads(self) -> None:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if len(grads) == len(self.params):
+            torch._foreach_mul_(grads, self.masks)
+
+
+def save(path: str | Path, masks: Masks) -> None:
+    write_bytes(path, st_save({k: v.cpu().contiguous() for k, v in masks.items()}))
+
+
+def load(path: str | Path) -> Masks:
+    return {k: v.bool() for k, v in st_load(Path(path).read_bytes()).items()}
