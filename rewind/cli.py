@@ -15,9 +15,21 @@ from rewind.errors import UserError
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
 
-def config_options(fn: Callable) -> Callable:
+TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime")
+
+
+def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS)) -> Callable[[Callable], Callable]:
+    def decorate(fn: Callable) -> Callable:
+        return _config_options(fn, sections)
+
+    return decorate
+
+
+def _config_options(fn: Callable, sections: tuple[str, ...]) -> Callable:
     """Add `--config FILE` and one option per config field; unset options stay None (the file wins)."""
     for name, (section, f) in reversed(list(cfg.all_fields().items())):
+        if section not in sections:
+            continue
         flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
         help_text = f"{f.metadata['help']}  [default: {f.default!r}] [{section}.{name}]"
         if f.type == "bool":
@@ -40,7 +52,7 @@ def cli() -> None:
 
 
 @cli.command()
-@config_options
+@config_options(TRUNK_SECTIONS)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def train(config_file: str | None, out: str, **options: Any) -> None:
     """Train a dense run (the trunk) into an archive; re-running the same command resumes it."""
@@ -50,6 +62,29 @@ def train(config_file: str | None, out: str, **options: Any) -> None:
     result = train_trunk(config, out)
     acc = result.final_test["acc"]
     click.echo(f"trunk {out}: final test accuracy {100 * acc:.2f}% (best {100 * result.best_test_acc:.2f}%)")
+
+
+@cli.command()
+@config_options()
+@click.option("--out", type=click.Path(file_okay=False), help="train a trunk into this archive first, e.g. runs/NAME")
+@click.option("--from", "from_", type=click.Path(file_okay=False), help="reuse this trunk archive (never retrained)")
+def imp(config_file: str | None, out: str | None, from_: str | None, **options: Any) -> None:
+    """Iterative magnitude pruning with rewinding; branches live under the trunk's archive.
+
+    \b
+    rewind imp --config configs/smoke.toml --levels 3 --rewind-iter 50 --out runs/smoke
+    rewind imp --from runs/smoke --rewind-iter 100 --levels 3     # same trunk, another k
+    """
+    from rewind.imp import run
+
+    results = run(build_config(config_file, options), out=out, from_=from_)
+    for r in results:
+        click.echo(f"branch {r.branch}")
+        click.echo(_table([{"level": row["level"], "density": f"{100 * row['density']:.1f}%",
+                            "test_acc": f"{100 * row['final_test_acc']:.2f}%",
+                            "best": f"{100 * row['best_test_acc']:.2f}%"} for row in r.rows]))
+    if len(results) > 1:
+        click.echo(f"summary over {len(results)} replicates: {Path(out) / 'results.csv'}")
 
 
 @cli.group()

@@ -66,6 +66,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    pretrain: str = _f("none", "pre-training before iteration 0 of the main run; its weights become iteration 0",
+                       choices=("none", "blur", "random-labels", "rotation", "subset"))
+    pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep' (0 = none)")
+    pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)")
+    pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back")
+    pretrain_subset: float = _f(0.5, "subset: fraction of the training set used")
+    pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset, and of the pre-training data order")
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    levels: int = _f(20, "IMP rounds; level L trains at density (1 - prune_fraction)^L")
+    rewind_iter: str = _f("0it", "rewind surviving weights to this trunk iteration, e.g. 500 or '2ep'")
+    prune_fraction: float = _f(0.2, "fraction of the remaining weights removed per level")
+    layerwise: bool = _f(False, "prune each layer by the same fraction instead of by global magnitude")
+    dense_layers: str = _f("", "comma-separated weights (or prefixes) never pruned, e.g. 'conv.weight,fc.weight'")
+    rewind_optimizer: bool = _f(False, "restore the trunk's momentum at the rewind point (masked) instead of zero")
+    control: str = _f("none", "control with the same masks: random-reinit or random-prune (same per-layer density)",
+                      choices=("none", "random-reinit", "random-prune"))
+    control_seed: int = _f(0, "seed of the control's random weights or masks")
+    replicates: int = _f(1, "independent IMP runs with seeds shifted by 0..R-1; results report mean and spread")
+    parallel: int = _f(1, "train up to this many replicates together on one device")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
     data_dir: str = _f("~/.cache/rewind", "where datasets are downloaded and decoded caches are kept")
@@ -78,6 +104,8 @@ class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    imp: ImpConfig = ImpConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     def __post_init__(self) -> None:
@@ -87,23 +115,35 @@ class Config:
         return dataclasses.asdict(self)
 
     def experiment_dict(self) -> dict[str, dict[str, Any]]:
-        """The part of the config that determines results (everything but `runtime`)."""
+        """The part of the config that determines the trunk (not `runtime`, not the IMP branch settings)."""
         d = self.to_dict()
-        del d["runtime"]
+        del d["runtime"], d["imp"]
         d["data"]["source"] = dataset_identity(self.data.source)
+        if self.pretrain.pretrain == "none":
+            d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
         return d
 
     def hash(self) -> str:
         blob = json.dumps(self.experiment_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def branch_identity(self) -> dict[str, Any]:
+        """What identifies an IMP branch of a trunk: the IMP settings that change its results."""
+        imp = dataclasses.asdict(self.imp)
+        for key in ("levels", "replicates", "parallel"):  # more levels extend a branch; the rest is scheduling
+            del imp[key]
+        if imp["control"] == "none":
+            del imp["control_seed"]
+        return {"trunk": self.hash(), "imp": imp}
+
     def with_values(self, **values: Any) -> "Config":
         """A copy with fields replaced by name (`lr=0.05`), whatever section they live in."""
         return from_sections(self.to_dict(), overrides=values)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "runtime": RuntimeConfig}
-STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every")
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                             "pretrain": PretrainConfig, "imp": ImpConfig, "runtime": RuntimeConfig}
+STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at")
 
 
@@ -124,12 +164,19 @@ def dataset_identity(source: str) -> str:
 
 def _validate(config: Config) -> None:
     t = config.train
+    flat = {f.name: getattr(getattr(config, s), f.name) for s, cls in SECTIONS.items() for f in fields(cls)}
     for name in STEP_FIELDS:
-        steps.check(getattr(t, name), name)
+        steps.check(flat[name], name)
     for name in STEP_LIST_FIELDS:
-        steps.check_list(getattr(t, name), name)
+        steps.check_list(flat[name], name)
     if t.batch_size <= 0:
         raise UserError(f"batch_size must be positive, got {t.batch_size}")
+    if not 0 < config.imp.prune_fraction < 1:
+        raise UserError(f"prune_fraction must be between 0 and 1, got {config.imp.prune_fraction}")
+    if config.imp.levels < 0 or config.imp.replicates < 1 or config.imp.parallel < 1:
+        raise UserError("levels must be >= 0, replicates and parallel >= 1")
+    if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
+        raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             choices = f.metadata.get("choices")
@@ -179,6 +226,12 @@ def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = N
         section, f = known[key]
         values[section][key] = _coerce(key, f, value, "options")
     return Config(**{s: cls(**values[s]) for s, cls in SECTIONS.items()})
+
+
+def replicate(config: Config, r: int) -> Config:
+    """Replicate r: every seed shifted by r (replicate 0 is the config itself)."""
+    t = config.train
+    return config.with_values(model_seed=t.model_seed + r, order_seed=t.order_seed + r, aug_seed=t.aug_seed + r)
 
 
 def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:

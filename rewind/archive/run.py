@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,9 +37,18 @@ class Run:
         self.manifest.save()
 
 
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @contextmanager
-def open_run(root: str | Path, kind: str, config: cfg.Config, **fields: Any) -> Iterator[Run]:
-    """The locked run at `root`: created if new, reopened (to resume) if made with the same config."""
+def open_run(root: str | Path, kind: str, config: dict[str, Any], identity: dict[str, Any],
+             **fields: Any) -> Iterator[Run]:
+    """The locked run at `root`: created if new, reopened (to resume) if made with the same identity.
+
+    `config` is recorded as given (it may hold runtime settings); `identity` is what must match to
+    resume: the settings that determine results.
+    """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} is a file, not a run folder; choose another --out")
@@ -48,16 +59,16 @@ def open_run(root: str | Path, kind: str, config: cfg.Config, **fields: Any) -> 
             manifest = Manifest.read(root / MANIFEST)
             if manifest.data.get("kind") != kind:
                 raise UserError(f"{root} holds a {manifest.data.get('kind')} run, not a {kind} run; choose another --out")
-            if manifest.data.get("config_hash") != config.hash():
-                changes = cfg.diff(manifest.data["experiment"], config.experiment_dict())
+            if manifest.data.get("config_hash") != identity_hash(identity):
+                changes = cfg.diff(manifest.data["identity"], identity)
                 raise UserError(
                     f"{root} already holds a run with a different config ({'; '.join(changes[:3])}); "
                     "use another --out, or the same options to resume it"
                 )
-            manifest.data["config"]["runtime"] = config.to_dict()["runtime"]
+            manifest.data["config"] = config  # runtime settings (device, paths) may change between resumes
         else:
-            manifest = Manifest.new(root / MANIFEST, kind=kind, config=config.to_dict(),
-                                    experiment=config.experiment_dict(), config_hash=config.hash(), **fields)
+            manifest = Manifest.new(root / MANIFEST, kind=kind, config=config, identity=identity,
+                                    config_hash=identity_hash(identity), **fields)
         manifest.save()
         yield Run(manifest)
 

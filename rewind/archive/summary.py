@@ -7,6 +7,7 @@ from typing import Any
 
 from rewind import config as cfg
 from rewind.archive import run as runs
+from rewind.archive.manifest import Manifest
 from rewind.archive.stage import Stage
 
 
@@ -46,7 +47,8 @@ def describe(path: Path) -> str:
     if branches:
         lines.append("branches:")
         for b in branches:
-            bd = runs.Manifest.read(b).data if hasattr(runs, "Manifest") else {}
-            lines.append(f"  {b.parent.name}  {bd.get('status', '?')}")
+            bd = Manifest.read(b).data
+            done = len([k for k in bd.get("files", {}) if k.endswith("mask.safetensors")])
+            lines.append(f"  {b.parent.name}  {bd.get('kind')}  {bd.get('status')}  levels started: {done}")
     lines += ["", "# resolved config", cfg.to_toml(cfg.from_sections(d["config"]))]
     return "\n".join(lines)

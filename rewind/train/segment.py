@@ -37,8 +37,12 @@ def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tenso
 def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.Tensor, torch.Tensor],
                 progress: str = "auto", label: str = "train",
                 extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict,
-                on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None) -> SegmentResult:
-    """Train `state` from iteration `start` (the model already holds the weights at `start`)."""
+                on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None,
+                start_scalars: tuple[str, dict[str, float]] | None = None) -> SegmentResult:
+    """Train `state` from iteration `start` (the model already holds the weights at `start`).
+
+    `start_scalars` = (split, values) are logged once at `start` (e.g. a level's sparsity).
+    """
     end = state.plan.total
     held = [s for s in stage.steps() if start < s <= end and stage.has(s, with_state=True)]
     resumed = max(held) if held else None
@@ -47,6 +51,8 @@ def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.T
         if on_restore is not None:
             on_restore(tensors)
     metrics = MetricsLog(stage.dir, resume_step=resumed)
+    if start_scalars is not None and resumed is None:
+        metrics.log(start_scalars[0], start, start_scalars[1], epoch=state.plan.epoch(start))
     train_log = H.TrainLog(metrics)
     evaluation = H.Eval(metrics, test[0], test[1], state.plan.eval_steps)
     hooks = [train_log, evaluation, H.Checkpoint(stage, metrics, extra_tensors),

@@ -12,6 +12,7 @@ from rewind import models
 from rewind.archive.run import Run, open_run
 from rewind.config import Config
 from rewind.errors import UserError
+from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
 from rewind.train.optim import make_optimizer
 from rewind.train.schedule import Plan
@@ -53,11 +54,14 @@ class Setup:
         model = models.build(m.model, m.width, self.data.num_classes, self.config.train.model_seed)
         return model.to(self.device, memory_format=torch.channels_last)
 
-    def state(self, model: torch.nn.Module, plan: Plan | None = None) -> TrainState:
+    def state(self, model: torch.nn.Module, plan: Plan | None = None, masks: Masks | None = None) -> TrainState:
+        """A training state; masks (if any) are applied to the weights at once."""
         t = self.config.train
         loader = D.DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
                                 self.config.data.augment, self.device)
-        return TrainState(model, make_optimizer(model, t), loader, plan or self.plan)
+        if masks is not None:
+            masks = to_device(masks, self.device)
+        return TrainState(model, make_optimizer(model, t), loader, plan or self.plan, masks=masks)
 
 
 @dataclass
@@ -71,7 +75,8 @@ class TrunkResult:
 def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) -> TrunkResult:
     """Train (or resume, or find complete) the trunk of the archive at `out`."""
     setup = Setup.create(config, extra_saves)
-    with open_run(out, "trunk", config, iterations_per_epoch=setup.plan.iterations_per_epoch,
+    with open_run(out, "trunk", config.to_dict(), config.experiment_dict(),
+                  iterations_per_epoch=setup.plan.iterations_per_epoch,
                   total_iterations=setup.plan.total, device=str(setup.device),
                   seeds={"model": config.train.model_seed, "order": config.train.order_seed,
                          "aug": config.train.aug_seed}) as run:

@@ -1,0 +1,75 @@
+"""IMP results: `results.csv` (one row per level) and `results.png` (test accuracy against density)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from rewind.archive.atomic import write_bytes, write_text
+
+
+def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, df in series:
+        x = 100 * df["density"]
+        if "final_test_acc_std" in df:
+            ax.errorbar(x, 100 * df["final_test_acc_mean"], yerr=100 * df["final_test_acc_std"], marker="o",
+                        capsize=3, label=label)
+        else:
+            ax.plot(x, 100 * df["final_test_acc"], marker="o", label=label)
+    ax.set_xscale("log")
+    ticks = sorted({round(float(d), 4) for _, df in series for d in 100 * df["density"]}, reverse=True)
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.minorticks_off()
+    ax.invert_xaxis()  # sparser to the right, as in the papers
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def _label(df: pd.DataFrame) -> str:
+    row = df.iloc[0]
+    label = f"rewind to {row['rewind_iter']}"
+    if row["pretrain"] != "none":
+        label += f", pretrain {row['pretrain']}"
+    if row["control"] != "none":
+        label += f", {row['control']}"
+    return label
+
+
+def write_imp_results(branch: Path, rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    write_text(branch / "results.csv", df.to_csv(index=False))
+    _plot(branch / "results.png", [(_label(df), df)], f"IMP: {branch.name}")
+    return df
+
+
+def write_replicate_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
+    """Mean and spread (std over replicates) of each level's accuracy, in `root/results.csv`."""
+    df = pd.concat([pd.DataFrame(t).assign(replicate=r) for r, t in enumerate(tables)])
+    keys = ["level", "rewind_iter", "pretrain", "control"]
+    summary = df.groupby(keys, as_index=False).agg(
+        density=("density", "mean"),
+        remaining=("remaining", "mean"),
+        final_test_acc_mean=("final_test_acc", "mean"),
+        final_test_acc_std=("final_test_acc", "std"),
+        best_test_acc_mean=("best_test_acc", "mean"),
+        replicates=("replicate", "count"),
+    )
+    write_text(root / "results.csv", summary.to_csv(index=False))
+    _plot(root / "results.png", [(_label(summary), summary)], f"IMP: {root.name} ({len(tables)} replicates)")
+    return summary

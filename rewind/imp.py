@@ -1,0 +1,206 @@
+"""The IMP engine: prune, rewind to iteration k of the trunk, retrain; repeat per level.
+
+Level 0 is the trunk. Level L trains the mask of density 0.8^L from the trunk's weights at
+iteration k to the end of the same schedule (learning rate and data order resume at k). A branch
+lives under the trunk's archive (`branches/imp-k<K>-<hash>/`) and never retrains the trunk.
+Controls (random re-init, random pruning) use the masks of the plain branch with the same
+settings, which is trained first if it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewind import config as cfg
+from rewind import models, seeds, steps
+from rewind.archive import run as runs
+from rewind.archive.checkpoints import sha256
+from rewind.archive.run import Run, open_run
+from rewind.errors import UserError
+from rewind.prune import magnitude
+from rewind.prune import masks as M
+from rewind.train import trunk
+from rewind.train.schedule import Plan
+from rewind.train.segment import run_segment
+from rewind.train.trunk import Setup
+
+
+@dataclass
+class ImpResult:
+    trunk: Path
+    branch: Path
+    rows: list[dict]
+
+
+def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | None = None) -> list[ImpResult]:
+    """IMP on the trunk at `from_` (never retrained), or on a trunk trained first into `out`.
+
+    With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... and the
+    per-level results are summarised over them in `out/results.csv`.
+    """
+    from rewind.analysis.results import write_replicate_summary
+
+    if (out is None) == (from_ is None):
+        raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
+    replicates = config.imp.replicates
+    if from_ is not None:
+        if replicates > 1:
+            raise UserError("--replicates needs --out: each replicate trains its own trunk")
+        return [_one(config, Path(from_), reuse=True)]
+    if replicates == 1:
+        return [_one(config, Path(out), reuse=False)]
+    results = [_one(cfg.replicate(config, r), Path(out) / f"rep-{r:02d}", reuse=False) for r in range(replicates)]
+    write_replicate_summary(Path(out), [r.rows for r in results])
+    return results
+
+
+def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
+    """The trunk's own data/model/train/pretrain settings, with this command's IMP and runtime settings."""
+    d = runs.read(root).manifest.data
+    if d.get("kind") != "trunk":
+        raise UserError(f"{root} is not a trunk archive (it holds a {d.get('kind')} run)")
+    if d.get("status") != "complete":
+        raise UserError(f"trunk {root} is not complete (status {d.get('status')}); "
+                        "finish it first by running its `rewind train` command again")
+    sections = {k: v for k, v in d["config"].items() if k not in ("imp", "runtime")}
+    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.runtime)}
+    return cfg.from_sections(sections, overrides)
+
+
+def _one(config: cfg.Config, root: Path, reuse: bool) -> ImpResult:
+    if reuse:
+        config = _trunk_config(config, root)
+    setup = Setup.create(config)
+    k = steps.parse(config.imp.rewind_iter, setup.plan.iterations_per_epoch, "rewind point")
+    if k >= setup.plan.total:
+        raise UserError(f"rewind point {k} is not before the end of training ({setup.plan.total} iterations)")
+    if not reuse:
+        trunk.train(config, root, extra_saves=(k,))
+    trunk_stage = runs.read(root).stage("trunk")
+    if not trunk_stage.has(k, with_state=config.imp.rewind_optimizer):
+        held = ", ".join(map(str, trunk_stage.steps()))
+        raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}. "
+                        f"Choose one of those with --rewind-iter, or train a trunk with --save-at {k}")
+    if config.imp.control != "none":
+        # Controls reuse the plain branch's masks level by level: train it first if needed.
+        _one(config.with_values(control="none", control_seed=0), root, reuse=True)
+    return _branch(config, setup, root, k)
+
+
+def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
+    identity = config.branch_identity()
+    control = "" if config.imp.control == "none" else f"-{config.imp.control}"
+    return root / "branches" / f"imp-k{k}{control}-{runs.identity_hash(identity)[:8]}"
+
+
+def _level_plan(plan: Plan, k: int, save_every: int) -> Plan:
+    """Levels keep the rewind point, every `save_every` after it, and the end: enough to resume."""
+    saves = {k, plan.total} | (set(range(k, plan.total, save_every)) if save_every else set())
+    return dataclasses.replace(plan, save_steps=frozenset(saves))
+
+
+def _branch(config: cfg.Config, setup: Setup, root: Path, k: int) -> ImpResult:
+    from rewind.analysis.results import write_imp_results
+
+    imp = config.imp
+    path = branch_path(config, root, k)
+    trunk_run = runs.read(root)
+    trunk_stage = trunk_run.stage("trunk")
+    rewind = trunk_stage.load(k, with_state=imp.rewind_optimizer)
+    plan = _level_plan(setup.plan, k, steps.parse(config.train.save_every, setup.plan.iterations_per_epoch))
+    plain = branch_path(config.with_values(control="none", control_seed=0), root, k) if imp.control != "none" else None
+
+    with open_run(path, "imp", config.to_dict(), config.branch_identity(), trunk=str(root), rewind_iter=k) as branch:
+        done = branch.manifest.data.setdefault("levels", {})  # level -> its results row
+        done["0"] = _row(0, M.ones(setup.new_model()), trunk_run.manifest.data, config, k)
+        weights = trunk_stage.load(setup.plan.total).tensors
+        masks = M.ones(setup.new_model())
+        for level in range(1, imp.levels + 1):
+            masks = _level_masks(branch, level, weights, masks, config, plain)
+            model = _start_model(setup, rewind.tensors, config, level)
+            state = setup.state(model, plan, masks)
+            if imp.rewind_optimizer:
+                _restore_momentum(state, rewind.state["optimizer"], masks)
+            stage = branch.stage(f"level_{level:02d}")
+            scalars = {"density": M.density(masks), "remaining": M.remaining(masks)}
+            result = run_segment(state, stage, k, setup.test, config.runtime.progress, f"level {level}",
+                                 start_scalars=("sparsity", scalars))
+            weights = {n: t.detach().cpu() for n, t in state.model.state_dict().items()}
+            done[str(level)] = _row(level, masks, {"final_test": result.final_test,
+                                                   "best_test_acc": result.best_test_acc}, config, k)
+            branch.update(levels_done=max(int(n) for n in done))
+            # Every level this branch holds, also those of an earlier, longer run.
+            write_imp_results(branch.root, [done[n] for n in sorted(done, key=int)])
+        branch.update(status="complete")
+    rows = [done[n] for n in sorted(done, key=int) if int(n) <= imp.levels]
+    return ImpResult(root, path, rows)
+
+
+def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.Config,
+                 plain: Path | None) -> M.Masks:
+    """This level's masks: recorded ones if the level was started before, else computed and recorded."""
+    key = f"level_{level:02d}/mask.safetensors"
+    file = branch.root / key
+    if key in branch.manifest.files and file.exists():
+        if sha256(file.read_bytes()) != branch.manifest.files[key]:
+            raise UserError(f"mask {file} is corrupt (its sha256 does not match the manifest); delete the level folder")
+        return M.load(file)
+    imp = config.imp
+    if plain is not None:
+        plain_run = runs.read(plain)
+        new = M.load(plain / key) if key in plain_run.manifest.files else None
+        if new is None:
+            raise UserError(f"the plain IMP branch {plain} has no level {level}; run it with --levels {level} first")
+        if imp.control == "random-prune":
+            new = magnitude.random_like(new, seeds.derive(imp.control_seed, "random-prune", level))
+    else:
+        dense = tuple(d.strip() for d in imp.dense_layers.split(",") if d.strip())
+        unknown = [d for d in dense if not any(n == d or n.startswith(d.rstrip(".") + ".") for n in masks)]
+        if unknown:
+            raise UserError(f"dense_layers names no prunable weight: {', '.join(unknown)}; prunable weights are "
+                            f"{', '.join(list(masks)[:4])}, ...")
+        new = magnitude.prune({n: weights[n] for n in masks}, masks, imp.prune_fraction, imp.layerwise, dense)
+    blob_path = branch.root / key
+    M.save(blob_path, new)
+    branch.manifest.files[key] = sha256(blob_path.read_bytes())
+    branch.manifest.save()
+    return new
+
+
+def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int) -> torch.nn.Module:
+    """The level's starting weights: the trunk at k, or a fresh draw for the random re-init control."""
+    model = setup.new_model()
+    if config.imp.control == "random-reinit":
+        m = config.model
+        fresh = models.build(m.model, m.width, setup.data.num_classes,
+                             seeds.derive(config.imp.control_seed, "reinit", level))
+        model.load_state_dict(fresh.state_dict())
+        return model
+    keys = model.state_dict().keys()
+    model.load_state_dict({n: t for n, t in rewind_tensors.items() if n in keys})
+    return model
+
+
+def _restore_momentum(state, optimizer_state: dict, masks: M.Masks) -> None:
+    state.optimizer.load_state_dict(optimizer_state)
+    for i, (name, p) in enumerate(state.model.named_parameters()):
+        buf = state.optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None and name in masks:
+            buf.mul_(masks[name].to(buf.device, buf.dtype))
+
+
+def _row(level: int, masks: M.Masks, result: dict, config: cfg.Config, k: int) -> dict:
+    return {
+        "level": level,
+        "density": M.density(masks),
+        "remaining": M.remaining(masks),
+        "final_test_acc": result["final_test"]["acc"],
+        "best_test_acc": result["best_test_acc"],
+        "rewind_iter": k,
+        "pretrain": config.pretrain.pretrain,
+        "control": config.imp.control,
+    }

@@ -1,0 +1,188 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from rewind import imp, models
+from rewind.archive import run as runs
+from rewind.errors import UserError
+from rewind.prune import magnitude
+from rewind.prune import masks as M
+from rewind.train import loop
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+    """A tiny trunk with a 3-level IMP branch rewound to iteration 20."""
+    root = tmp_path_factory.mktemp("imp")
+    config = tiny_config(data_dir=str(root / "cache"), levels=3, rewind_iter="20it", steps="60it", lr_milestones="40it",
+                         eval_every="20it")
+    [result] = imp.run(config, out=root / "run")
+    return config, root / "run", result
+
+
+def level_weights(branch, level, step=None):
+    stage = runs.read(branch).stage(f"level_{level:02d}")
+    return stage.load(step if step is not None else stage.steps()[-1], with_state=True)
+
+
+def test_results_table_has_the_expected_densities(trunk):
+    config, root, result = trunk
+    table = pd.read_csv(result.branch / "results.csv")
+    assert table.level.tolist() == [0, 1, 2, 3]
+    total = table.remaining.iloc[0]
+    assert total == sum(p.numel() for p in models.prunable(models.build("resnet8", 8)).values())
+    for level, remaining in zip(table.level, table.remaining):
+        assert abs(remaining - total * 0.8**level) <= level  # one weight per level at most
+    assert table.density.round(3).tolist() == [1.0, 0.8, 0.64, 0.512]
+    assert (table.rewind_iter == 20).all() and (table.final_test_acc > 0.5).all()
+    assert (result.branch / "results.png").stat().st_size > 10000
+    assert result.branch.parent == root / "branches" and result.branch.name.startswith("imp-k20-")
+
+
+def test_masks_match_an_independent_global_magnitude_computation(trunk):
+    _, root, result = trunk
+    trunk_stage = runs.read(root).stage("trunk")
+    final = trunk_stage.load(trunk_stage.steps()[-1]).tensors
+    mask1 = M.load(result.branch / "level_01" / "mask.safetensors")
+    names = list(mask1)
+    values = np.concatenate([final[n].abs().numpy().ravel() for n in names])
+    k = round(0.2 * values.size)
+    threshold = np.sort(values)[k - 1]  # the k-th smallest survives nowhere
+    expected = {n: final[n].abs().numpy() > threshold for n in names}
+    assert all(np.array_equal(mask1[n].numpy(), expected[n]) for n in names)
+    # Level 2 prunes 20% of what level 1 kept, by level 1's final weights.
+    mask2 = M.load(result.branch / "level_02" / "mask.safetensors")
+    assert all(not (mask2[n] & ~mask1[n]).any() for n in names)
+
+
+def test_pruned_weights_and_their_momentum_are_exactly_zero(trunk):
+    _, _, result = trunk
+    for level in (1, 2, 3):
+        masks = M.load(result.branch / f"level_{level:02d}" / "mask.safetensors")
+        ckpt = level_weights(result.branch, level)
+        params = [n for n, _ in models.build("resnet8", 8).named_parameters()]
+        momentum = ckpt.state["optimizer"]["state"]
+        for name, m in masks.items():
+            assert torch.all(ckpt.tensors[name][~m] == 0.0)
+            assert torch.all(momentum[params.index(name)]["momentum_buffer"][~m] == 0.0)
+            assert torch.all(ckpt.tensors[name][m] != 0.0)  # survivors are trained, not zeroed
+
+
+def test_level_starts_from_the_masked_trunk_weights_at_k(trunk):
+    _, root, result = trunk
+    at_k = runs.read(root).stage("trunk").load(20).tensors
+    start = level_weights(result.branch, 2, step=20)
+    masks = M.load(result.branch / "level_02" / "mask.safetensors")
+    for name, t in at_k.items():
+        expected = t * masks[name] if name in masks else t
+        assert torch.equal(start.tensors[name], expected), name
+    assert start.state["optimizer"]["state"] == {}  # fresh optimizer at k, as in the papers
+
+
+def test_unpruned_rewind_with_trunk_optimizer_retraces_the_trunk(trunk, tmp_path):
+    """LR schedule and data order resume at k: with nothing pruned and the trunk's momentum, the
+    level must end exactly where the trunk ended."""
+    config, root, _ = trunk
+    everything = ",".join(M.ones(models.build("resnet8", 8)))
+    cfg = config.with_values(levels=1, dense_layers=everything, rewind_optimizer=True)
+    [result] = imp.run(cfg, from_=root)
+    trunk_stage = runs.read(root).stage("trunk")
+    final = trunk_stage.load(trunk_stage.steps()[-1]).tensors
+    level = level_weights(result.branch, 1).tensors
+    assert all(torch.equal(final[k], level[k]) for k in final)
+
+
+def test_second_rewind_point_reuses_the_trunk(trunk):
+    config, root, _ = trunk
+    trunk_files = {p: p.stat().st_mtime_ns for p in (root / "trunk").rglob("*") if p.is_file()}
+    [result] = imp.run(config.with_values(rewind_iter="40it", levels=1), from_=root)
+    assert result.branch.name.startswith("imp-k40-")
+    assert {p: p.stat().st_mtime_ns for p in (root / "trunk").rglob("*") if p.is_file()} == trunk_files
+    assert len(list((root / "branches").iterdir())) >= 2
+
+
+def test_rewind_point_not_held_lists_the_held_iterations(trunk):
+    config, root, _ = trunk
+    with pytest.raises(UserError, match=r"no checkpoint at iteration 30; it holds iterations 0, 1, 2, 5, 10, 20"):
+        imp.run(config.with_values(rewind_iter="30it"), from_=root)
+
+
+def test_controls_use_the_plain_branchs_masks(trunk):
+    config, root, result = trunk
+    plain = M.load(result.branch / "level_02" / "mask.safetensors")
+    [reinit] = imp.run(config.with_values(control="random-reinit", levels=2), from_=root)
+    assert "random-reinit" in reinit.branch.name
+    same = M.load(reinit.branch / "level_02" / "mask.safetensors")
+    assert all(torch.equal(plain[n], same[n]) for n in plain)
+    start = level_weights(reinit.branch, 2, step=20).tensors
+    at_k = runs.read(root).stage("trunk").load(20).tensors
+    assert not torch.equal(start["conv.weight"], at_k["conv.weight"] * plain["conv.weight"])
+
+    [rprune] = imp.run(config.with_values(control="random-prune", levels=2), from_=root)
+    rand = M.load(rprune.branch / "level_02" / "mask.safetensors")
+    assert all(int(rand[n].sum()) == int(plain[n].sum()) for n in plain)  # same per-layer density
+    assert not all(torch.equal(rand[n], plain[n]) for n in plain)
+
+
+def test_layerwise_prunes_every_layer_by_the_fraction():
+    model = models.build("resnet8", 8, seed=1)
+    weights = {n: p.detach() for n, p in models.prunable(model).items()}
+    masks = M.ones(model)
+    for level in (1, 2):
+        masks = magnitude.prune(weights, masks, 0.2, layerwise=True)
+        for n, m in masks.items():
+            assert abs(int(m.sum()) - m.numel() * 0.8**level) <= level
+            kept, dropped = weights[n][m].abs(), weights[n][~m].abs()
+            assert kept.min() >= dropped.max()
+
+
+def test_dense_layers_stay_dense():
+    model = models.build("resnet8", 8, seed=1)
+    weights = {n: p.detach() for n, p in models.prunable(model).items()}
+    masks = magnitude.prune(weights, M.ones(model), 0.2, dense=("fc.weight", "conv"))
+    assert masks["fc.weight"].all() and masks["conv.weight"].all()
+    others = [n for n in masks if n not in ("fc.weight", "conv.weight")]
+    total = sum(masks[n].numel() for n in others)
+    assert sum(int(masks[n].sum()) for n in others) == total - round(0.2 * total)
+
+
+def test_interrupted_imp_resumes_to_the_same_result(trunk, tmp_path, monkeypatch):
+    config, root, result = trunk
+    real = loop.train_step
+    calls = {"n": 0}
+
+    def interrupted(state, iteration):
+        calls["n"] += 1
+        if calls["n"] == 60 + 40 + 25:  # trunk, level 1, then partway into level 2
+            raise KeyboardInterrupt
+        return real(state, iteration)
+
+    monkeypatch.setattr(loop, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        imp.run(config, out=tmp_path / "run")
+    monkeypatch.setattr(loop, "train_step", real)
+    [again] = imp.run(config, out=tmp_path / "run")
+    a = level_weights(result.branch, 3).tensors
+    b = level_weights(again.branch, 3).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_csv(result.branch / "results.csv"), pd.read_csv(again.branch / "results.csv"))
+    manifest = json.loads((again.branch / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+
+
+def test_replicates_report_mean_and_spread(tmp_path):
+    config = tiny_config(data_dir=str(tmp_path / "cache"), levels=1, rewind_iter="20it", steps="40it",
+                         replicates=2)
+    results = imp.run(config, out=tmp_path / "reps")
+    assert [r.trunk.name for r in results] == ["rep-00", "rep-01"]
+    seeds = [json.loads((r.trunk / "manifest.json").read_text())["seeds"] for r in results]
+    assert seeds == [{"model": 0, "order": 0, "aug": 0}, {"model": 1, "order": 1, "aug": 1}]
+    summary = pd.read_csv(tmp_path / "reps" / "results.csv")
+    accs = [[row["final_test_acc"] for row in r.rows] for r in results]
+    assert summary.final_test_acc_mean.tolist() == pytest.approx(np.mean(accs, axis=0))
+    assert summary.final_test_acc_std.tolist() == pytest.approx(np.std(accs, axis=0, ddof=1))
+    assert summary.replicates.tolist() == [2, 2]
