@@ -87,6 +87,25 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
         click.echo(f"summary over {len(results)} replicates: {Path(out) / 'results.csv'}")
 
 
+@cli.command("critical-period")
+@config_options(("data", "model", "train", "critical", "study", "runtime"))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
+def critical_period(config_file: str | None, out: str, **options: Any) -> None:
+    """Critical-period sweep: final accuracy against deficit removal point (or window start).
+
+    \b
+    rewind critical-period --deficit blur --removal 0,20,40,60,80ep --after 160ep --out runs/cp
+    rewind critical-period --deficit blur --window 40ep --starts 0,20,40ep --after 80ep --out runs/cpw
+    rewind critical-period --deficit no-weight-decay --direction add --removal 0,10,20ep --out runs/wd
+    """
+    from rewind.critical import run
+
+    summary = run(build_config(config_file, options), out)
+    click.echo(_table([{k: (f"{100 * v:.2f}%" if "acc" in k and v == v else v) for k, v in row.items()}
+                       for row in summary.to_dict("records")]))
+    click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
+
+
 @cli.group()
 def runs() -> None:
     """List archives and show what one holds."""

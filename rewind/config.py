@@ -55,6 +55,8 @@ class TrainConfig:
     weight_decay: float = _f(1e-4, "L2 weight decay on all parameters")
     lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma")
     lr_gamma: float = _f(0.1, "learning-rate factor at each milestone")
+    lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
+                                    "(0.97 in Achille et al.)")
     warmup: str = _f("0it", "linear learning-rate warmup length")
     model_seed: int = _f(0, "seed of the initial weights")
     order_seed: int = _f(0, "seed of the data order")
@@ -63,6 +65,9 @@ class TrainConfig:
     log_every: str = _f("100it", "log training loss and accuracy every this many steps")
     save_every: str = _f("10ep", "after the dense early checkpoints, save every this many steps")
     save_at: str = _f("", "extra checkpoint steps, comma-separated, e.g. '500,1200it,3ep'")
+    deficit: str = _f("", "deficits over iteration windows, comma-separated KIND[(NAME=VALUE)]:START-END, e.g. "
+                          "'blur:0ep-40ep,no-weight-decay:0ep-20ep'; kinds: blur, label-permutation, random-labels, "
+                          "vertical-flip, noise, no-augmentation, no-weight-decay, subset")
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,22 @@ class ImpConfig:
     control: str = _f("none", "control with the same masks: random-reinit or random-prune (same per-layer density)",
                       choices=("none", "random-reinit", "random-prune"))
     control_seed: int = _f(0, "seed of the control's random weights or masks")
-    replicates: int = _f(1, "independent IMP runs with seeds shifted by 0..R-1; results report mean and spread")
-    parallel: int = _f(1, "train up to this many replicates together on one device")
+
+
+@dataclass(frozen=True)
+class CriticalConfig:
+    removal: str = _f("0,20,40,60,80ep", "critical period: deficit removal points (the deficit runs until each)")
+    after: str = _f("160ep", "critical period: training budget after each removal point or window")
+    window: str = _f("", "critical period: deficit window length; with it, --starts are swept instead of --removal")
+    starts: str = _f("0,20,40,60,80ep", "critical period: window start points (with --window)")
+    direction: str = _f("remove", "remove: deficit first, then normal training; add: normal first, then the deficit",
+                        choices=("remove", "add"))
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    replicates: int = _f(1, "independent runs with every seed shifted by 0..R-1; results report mean and spread")
+    parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,8 @@ class Config:
     train: TrainConfig = TrainConfig()
     pretrain: PretrainConfig = PretrainConfig()
     imp: ImpConfig = ImpConfig()
+    critical: CriticalConfig = CriticalConfig()
+    study: StudyConfig = StudyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     def __post_init__(self) -> None:
@@ -117,7 +138,7 @@ class Config:
     def experiment_dict(self) -> dict[str, dict[str, Any]]:
         """The part of the config that determines the trunk (not `runtime`, not the IMP branch settings)."""
         d = self.to_dict()
-        del d["runtime"], d["imp"]
+        del d["runtime"], d["imp"], d["critical"], d["study"]
         d["data"]["source"] = dataset_identity(self.data.source)
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
@@ -130,8 +151,7 @@ class Config:
     def branch_identity(self) -> dict[str, Any]:
         """What identifies an IMP branch of a trunk: the IMP settings that change its results."""
         imp = dataclasses.asdict(self.imp)
-        for key in ("levels", "replicates", "parallel"):  # more levels extend a branch; the rest is scheduling
-            del imp[key]
+        del imp["levels"]  # more levels extend a branch
         if imp["control"] == "none":
             del imp["control_seed"]
         return {"trunk": self.hash(), "imp": imp}
@@ -142,8 +162,10 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                             "pretrain": PretrainConfig, "imp": ImpConfig, "runtime": RuntimeConfig}
-STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter")
+                             "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
+                             "study": StudyConfig, "runtime": RuntimeConfig}
+STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter", "after",
+               "window")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at")
 
 
@@ -173,7 +195,7 @@ def _validate(config: Config) -> None:
         raise UserError(f"batch_size must be positive, got {t.batch_size}")
     if not 0 < config.imp.prune_fraction < 1:
         raise UserError(f"prune_fraction must be between 0 and 1, got {config.imp.prune_fraction}")
-    if config.imp.levels < 0 or config.imp.replicates < 1 or config.imp.parallel < 1:
+    if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
         raise UserError("levels must be >= 0, replicates and parallel >= 1")
     if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
         raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")

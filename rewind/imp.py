@@ -46,7 +46,7 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
 
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
-    replicates = config.imp.replicates
+    replicates = config.study.replicates
     if from_ is not None:
         if replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
@@ -67,7 +67,8 @@ def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
         raise UserError(f"trunk {root} is not complete (status {d.get('status')}); "
                         "finish it first by running its `rewind train` command again")
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "runtime")}
-    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.runtime)}
+    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study),
+                 **dataclasses.asdict(config.runtime)}
     return cfg.from_sections(sections, overrides)
 
 

@@ -11,8 +11,9 @@ _STEP = re.compile(r"^(?:(?P<ep>\d+)ep)?(?:(?P<it>\d+)it)?$")
 
 
 def check(text: str, what: str = "step") -> None:
-    """Raise UserError unless `text` is a well-formed step string."""
-    _split(text, what)
+    """Raise UserError unless `text` is a well-formed step string (empty allowed: 'none')."""
+    if str(text).strip():
+        _split(text, what)
 
 
 def _split(text: str, what: str) -> tuple[int, int]:

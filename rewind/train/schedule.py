@@ -18,6 +18,7 @@ class Plan:
     lr: float
     milestones: tuple[int, ...]
     gamma: float
+    epoch_decay: float
     warmup: int
     weight_decay: float
     eval_steps: frozenset[int]
@@ -41,6 +42,7 @@ class Plan:
             lr=t.lr,
             milestones=tuple(sorted(steps.parse_list(t.lr_milestones, ipe, "lr_milestones"))),
             gamma=t.lr_gamma,
+            epoch_decay=t.lr_epoch_decay,
             warmup=steps.parse(t.warmup, ipe, "warmup"),
             weight_decay=t.weight_decay,
             eval_steps=frozenset(s for s in every(t.eval_every, "eval_every") | {0, total} if s <= total),
@@ -50,6 +52,8 @@ class Plan:
 
     def lr_at(self, iteration: int) -> float:
         lr = self.lr * self.gamma ** sum(iteration >= m for m in self.milestones)
+        if self.epoch_decay != 1.0:
+            lr *= self.epoch_decay ** (iteration // self.iterations_per_epoch)
         if iteration < self.warmup:
             lr *= (iteration + 1) / self.warmup
         return lr

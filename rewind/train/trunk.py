@@ -61,7 +61,15 @@ class Setup:
                                 self.config.data.augment, self.device)
         if masks is not None:
             masks = to_device(masks, self.device)
-        return TrainState(model, make_optimizer(model, t), loader, plan or self.plan, masks=masks)
+        return TrainState(model, make_optimizer(model, t), loader, plan or self.plan, masks=masks,
+                          phases=self.deficits(t.deficit))
+
+    def deficits(self, text: str):
+        """The PhaseSchedule of deficit windows written as in `--deficit`, or None for none."""
+        from rewind.data.phases import PhaseSchedule, parse_list
+
+        phases = parse_list(text, self.plan.iterations_per_epoch)
+        return PhaseSchedule(phases, self.data.num_classes) if phases else None
 
 
 @dataclass
@@ -85,7 +93,13 @@ def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) ->
 
 
 def train_trunk(setup: Setup, run: Run) -> SegmentResult:
-    state = setup.state(setup.new_model())
+    from rewind.train.pretrain import pretrain
+
+    model = setup.new_model()
+    pretrained = pretrain(setup, run)
+    if pretrained is not None:
+        model.load_state_dict(pretrained)  # the pre-trained weights are the trunk's iteration 0
+    state = setup.state(model)
     result = run_segment(state, run.stage("trunk"), 0, setup.test, setup.config.runtime.progress, "trunk")
     run.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc)
     return result

@@ -1,0 +1,53 @@
+"""Pre-training before iteration 0 of the trunk: blur, random labels, rotation prediction, a subset.
+
+It is a stage of the trunk's archive (`trunk/pretrain/`) with its own length, a constant learning
+rate and its own data order; its final weights become the trunk's iteration 0. Rotation trains a
+4-way head, which is replaced by a freshly initialised 10-way head before the main run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from rewind import models, seeds
+from rewind.archive.run import Run
+from rewind.data.loader import DeviceLoader
+from rewind.data.phases import Phase, PhaseSchedule
+from rewind.train.loop import TrainState
+from rewind.train.optim import make_optimizer
+from rewind.train.schedule import Plan
+from rewind.train.segment import run_segment
+
+
+def phase(config) -> Phase:
+    p = config.pretrain
+    params = {"blur": {"size": p.pretrain_blur_size}, "subset": {"fraction": p.pretrain_subset}}.get(p.pretrain, {})
+    return Phase(p.pretrain, 0, None, params, seed=p.pretrain_seed)
+
+
+def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
+    """The pre-trained weights (trained, resumed or read back), or None without pre-training."""
+    config = setup.config
+    p, t, m = config.pretrain, config.train, config.model
+    if p.pretrain == "none":
+        return None
+    schedule = PhaseSchedule([phase(config)], setup.data.num_classes)
+    train_cfg = dataclasses.replace(t, steps=p.pretrain_steps, lr=p.pretrain_lr, lr_milestones="", warmup="0it")
+    plan = Plan.from_config(train_cfg, len(setup.data.train_y))
+    if p.pretrain == "rotation":  # test labels are classes, the head predicts rotations
+        plan = dataclasses.replace(plan, eval_steps=frozenset())
+    model = models.build(m.model, m.width, schedule.num_outputs(), t.model_seed)
+    model = model.to(setup.device, memory_format=torch.channels_last)
+    # Its own data order and augmentation, so the main run's batches are those of a run without it.
+    loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size,
+                          seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"),
+                          config.data.augment, setup.device)
+    state = TrainState(model, make_optimizer(model, t), loader, plan, phases=schedule)
+    run_segment(state, run.stage("trunk/pretrain"), 0, setup.test, config.runtime.progress, f"pretrain {p.pretrain}")
+    weights = {k: v.detach() for k, v in model.state_dict().items()}
+    if p.pretrain == "rotation":
+        head = models.build(m.model, m.width, setup.data.num_classes, seeds.derive(t.model_seed, "fresh-head"))
+        weights.update({k: v.to(setup.device) for k, v in head.state_dict().items() if k.startswith("fc.")})
+    return weights
