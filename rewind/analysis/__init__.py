@@ -1,0 +1,1 @@
+"""Analyses of trained networks and archives: early-phase statistics, Fisher information, ..."""
