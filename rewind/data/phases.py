@@ -1,0 +1,283 @@
+"""Phase transforms: what the trainer feeds the network at iteration t.
+
+A pre-training mode (rotation, random labels, blur, a subset, ...) and a critical-period
+deficit (blur, label permutation, vertical flip, noise, no augmentation, no weight decay, a
+subset) are one kind of object: a `Phase`, a transform of the batch (images, labels) or of the
+weight decay that is active on the iteration window [start, end). A `PhaseSchedule` applies
+every phase active at an iteration; with none active its batch is exactly `loader.batch(t)`.
+
+Written on the command line as `KIND[(NAME=VALUE,...)][:START-END]`, e.g. `blur:0ep-40ep`,
+`blur(size=4):1000it-2ep`, `subset(fraction=0.5):0ep-10ep`, `noise:5ep-` (open end); no window
+means the whole run. Every random choice is keyed by the phase's seed and a tag of its own, so
+batch t stays a pure function of t and the seeds (resumes and branches see the same batches).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from rewind import seeds, steps
+from rewind.data.loader import PAD, DeviceLoader
+from rewind.errors import UserError
+
+# Each kind with its parameters and their defaults; kinds in SEEDED also take `seed` (default 0).
+KINDS: dict[str, dict[str, int | float]] = {
+    "blur": {"size": 8},
+    "label-permutation": {},
+    "random-labels": {},
+    "vertical-flip": {},
+    "noise": {},
+    "no-augmentation": {},
+    "no-weight-decay": {},
+    "subset": {"fraction": 0.5},
+    "rotation": {},
+}
+SEEDED = {"label-permutation", "random-labels", "noise", "subset", "rotation"}
+# Kinds that change the batch; no-weight-decay only changes the optimizer.
+_BATCH_KINDS = set(KINDS) - {"no-weight-decay"}
+FORM = "KIND[(NAME=VALUE,...)][:START-END], e.g. 'blur:0ep-40ep', 'subset(fraction=0.5):0ep-10ep' or 'noise:5ep-'"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One transform active on iterations [start, end); end None means to the end of the run."""
+
+    kind: str
+    start: int = 0
+    end: int | None = None
+    params: dict[str, int | float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        reason = _problem(self.kind, self.params, self.start, self.end)
+        if reason:
+            kinds = f" (kinds: {', '.join(KINDS)})" if self.kind not in KINDS else ""
+            raise UserError(f"bad {self.kind!r} phase: {reason}{kinds}")
+        # Fill in defaults so that equal phases compare equal and print the same.
+        object.__setattr__(self, "params", {**KINDS[self.kind], **self.params})
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def active(self, iteration: int) -> bool:
+        return self.start <= iteration and (self.end is None or iteration < self.end)
+
+    def overlaps(self, other: Phase) -> bool:
+        inf = float("inf")
+        return self.start < (other.end or inf) and other.start < (self.end or inf)
+
+    def __str__(self) -> str:
+        """The canonical spelling, in iterations (stable for manifests and run hashes)."""
+        params = {**self.params, **({"seed": self.seed} if self.kind in SEEDED else {})}
+        args = f"({','.join(f'{k}={v}' for k, v in params.items())})" if params else ""
+        return f"{self.kind}{args}:{self.start}it-{'' if self.end is None else f'{self.end}it'}"
+
+
+def _problem(kind: str, params: dict, start: int, end: int | None) -> str | None:
+    """Why these fields make no phase, or None when they do."""
+    if kind not in KINDS:
+        return f"unknown kind {kind!r}"
+    for name in params:
+        if name not in KINDS[kind]:
+            return f"{kind!r} has no parameter {name!r} (its parameters: {', '.join(KINDS[kind]) or 'none'})"
+    size, fraction = params.get("size", 1), params.get("fraction", 1.0)
+    if not (isinstance(size, int) and size >= 1):
+        return f"blur size must be a whole number of pixels >= 1, not {size!r}"
+    if not 0.0 < fraction <= 1.0:
+        return f"subset fraction must be in (0, 1], not {fraction!r}"
+    if start < 0 or (end is not None and end <= start):
+        return f"the window [{start}, {end}) is empty (START must be below END)"
+    return None
+
+
+_PHASE = re.compile(r"^(?P<kind>[a-z][a-z-]*)(?:\((?P<params>[^()]*)\))?(?::(?P<start>[0-9a-z]*)-(?P<end>[0-9a-z]*))?$")
+
+
+def parse(text: str, iterations_per_epoch: int) -> Phase:
+    """A phase from its CLI form `KIND[(NAME=VALUE,...)][:START-END]`; START empty means 0, END empty open."""
+
+    def bad(why: str) -> UserError:
+        return UserError(f"bad phase {text!r}: {why}; write {FORM}, with KIND one of {', '.join(KINDS)}")
+
+    m = _PHASE.match(str(text).strip().replace(" ", ""))
+    if not m:
+        raise bad("it does not have that form")
+    params: dict[str, int | float] = {}
+    for item in filter(None, (m["params"] or "").split(",")):
+        name, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"\d+(\.\d*)?|\.\d+", value):
+            raise bad(f"parameter {item!r} is not NAME=NUMBER")
+        params[name] = float(value) if "." in value else int(value)
+    seed = params.pop("seed", 0) if m["kind"] in SEEDED else 0
+    window = []
+    for what in ("start", "end"):
+        try:
+            window.append(steps.parse(m[what], iterations_per_epoch) if m[what] else None)
+        except UserError:
+            raise bad(f"{what} {m[what]!r} is not a step such as '500it', '2ep' or '1ep109it'") from None
+    start, end = window[0] or 0, window[1]
+    reason = _problem(m["kind"], params, start, end)
+    if reason or not isinstance(seed, int):
+        raise bad(reason or f"seed {seed!r} is not a whole number")
+    return Phase(m["kind"], start, end, params, seed)
+
+
+def parse_list(text: str | Sequence[str], iterations_per_epoch: int) -> list[Phase]:
+    """Phases from a list or one string separated by commas outside parentheses ('' gives none)."""
+    if isinstance(text, str):
+        parts, depth, cur = [], 0, ""
+        for ch in text:
+            depth += (ch == "(") - (ch == ")")
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        text = parts + [cur]
+    return [parse(p, iterations_per_epoch) for p in text if p.strip()]
+
+
+def num_outputs(phases: Sequence[Phase], num_classes: int) -> int:
+    """The head size the network needs: rotation prediction is a 4-way task, everything else is not.
+
+    Rotation is meant for a pre-training run of its own; the main run then gets a fresh head.
+    """
+    return 4 if any(p.kind == "rotation" for p in phases) else num_classes
+
+
+class PhaseSchedule:
+    """Applies every phase active at an iteration; plugs into `TrainState.phases`.
+
+    Order inside one batch, whatever order the phases were listed in:
+      source: `subset` and/or `no-augmentation` pick the loader the raw uint8 batch comes from;
+      images: noise, vertical-flip, blur, rotation (rotation last: it sees the augmented image);
+      labels: random-labels, label-permutation, rotation (rotation labels replace the others).
+    Then `loader.normalize`, as for a plain batch. Two phases of one kind may not overlap.
+
+    The auxiliary loaders (no augmentation, subset) are derived from the loader passed to
+    `batch`: same data, batch size, seeds and device, so a phase needs no extra wiring.
+    """
+
+    def __init__(self, phases: Sequence[Phase], num_classes: int = 10):
+        self.phases = tuple(phases)
+        self.num_classes = num_classes
+        for i, a in enumerate(self.phases):
+            for b in self.phases[i + 1:]:
+                if a.kind == b.kind and a.overlaps(b):
+                    raise UserError(f"phases {a} and {b} overlap; one {a.kind!r} phase at a time")
+        self._bound: DeviceLoader | None = None
+        self._cache: dict[tuple, object] = {}
+
+    def active(self, iteration: int) -> list[Phase]:
+        return [p for p in self.phases if p.active(iteration)]
+
+    def weight_decay_factor(self, iteration: int) -> float:
+        return 0.0 if any(p.kind == "no-weight-decay" for p in self.active(iteration)) else 1.0
+
+    def num_outputs(self) -> int:
+        return num_outputs(self.phases, self.num_classes)
+
+    def batch(self, loader: DeviceLoader, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised float images, labels) for `iteration`; no host synchronisation."""
+        on = {p.kind: p for p in self.active(iteration) if p.kind in _BATCH_KINDS}
+        if not on:
+            return loader.batch(iteration)
+        if self._bound is not loader:  # tables and loaders below belong to one main loader
+            self._bound, self._cache = loader, {}
+        x, y, idx, epoch = self._source(loader, on, iteration)
+        if "noise" in on:
+            x = self._noise(on["noise"], iteration, x.shape, loader)
+        if "vertical-flip" in on:
+            x = x.flip(-2)
+        if "blur" in on:
+            x = blur(x, on["blur"].params["size"])
+        # Labels come from seeded tables indexed by example (or by class), never by batch position.
+        k, n = self.num_classes, loader.n
+        if "random-labels" in on:
+            y = self._table(on["random-labels"], lambda g: torch.randint(0, k, (n,), generator=g))[idx]
+        if "label-permutation" in on:
+            y = self._table(on["label-permutation"], lambda g: torch.randperm(k, generator=g))[y]
+        if "rotation" in on:
+            y = self._table(on["rotation"], lambda g: torch.randint(0, 4, (n,), generator=g), epoch)[idx]
+            x = rotate(x, y)
+        return loader.normalize(x), y
+
+    def _source(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int):
+        """(uint8 images, labels, global example indices, epoch of the loader that made them)."""
+        subset = on.get("subset")
+        augment = loader.augment and "no-augmentation" not in on
+        if subset is None and augment == loader.augment:
+            src, t = loader, iteration
+        else:
+            src = self._loader(loader, subset, augment)
+            # A subset has shorter epochs: count from the phase start so it begins a fresh epoch.
+            t = iteration - subset.start if subset is not None else iteration
+        x, y, idx = src.raw_batch(t)
+        if subset is not None:
+            idx = self.subset_indices(subset, loader)[idx]
+        return x, y, idx, t // src.iterations_per_epoch
+
+    def _loader(self, loader: DeviceLoader, subset: Phase | None, augment: bool) -> DeviceLoader:
+        key = ("loader", subset, augment)
+        if key not in self._cache:
+            images, labels = loader.images, loader.labels
+            if loader.augment:  # the main loader holds padded images; the new one pads its own
+                images = images[:, :, PAD:PAD + loader.h, PAD:PAD + loader.w]
+            if subset is not None:
+                keep = self.subset_indices(subset, loader)
+                images, labels = images[keep], labels[keep]
+            self._cache[key] = DeviceLoader(images, labels, loader.batch_size, loader.order_seed,
+                                            loader.aug_seed, augment, loader.device)
+        return self._cache[key]
+
+    def subset_indices(self, phase: Phase, loader: DeviceLoader) -> torch.Tensor:
+        """The sorted example indices of a subset phase (the same seed gives nested subsets)."""
+        key = ("subset", phase)
+        if key not in self._cache:
+            k = max(1, round(phase.params["fraction"] * loader.n))
+            perm = torch.randperm(loader.n, generator=seeds.generator(phase.seed, "phase-subset"))
+            self._cache[key] = perm[:k].sort().values.to(loader.device)
+        return self._cache[key]
+
+    def _table(self, phase: Phase, draw, epoch: int | None = None) -> torch.Tensor:
+        """A seeded lookup table on the loader's device, drawn once (per epoch when one is given)."""
+        key = ("table", phase, epoch)
+        if key not in self._cache:
+            if epoch is not None:  # keep one epoch's table: older ones are never asked for again
+                self._cache = {k: v for k, v in self._cache.items() if k[:2] != ("table", phase)}
+            parts = (phase.seed, phase.kind) if epoch is None else (phase.seed, phase.kind, epoch)
+            self._cache[key] = draw(seeds.generator(*parts)).to(self._bound.device)
+        return self._cache[key]
+
+    @staticmethod
+    def _noise(phase: Phase, iteration: int, shape: torch.Size, loader: DeviceLoader) -> torch.Tensor:
+        """Pixels that `loader.normalize` maps to N(0, 1) noise: Gaussian with the recipe's mean and std.
+
+        Drawn from (seed, iteration) alone, so they carry nothing about the batch they replace;
+        on the CPU as every stream is, then copied without blocking the host.
+        """
+        z = torch.randn(tuple(shape), generator=seeds.generator(phase.seed, "noise", iteration))
+        if loader.device.type == "cuda":
+            z = z.pin_memory()  # a copy from pageable memory would wait for the GPU to drain
+        z = z.to(loader.device, non_blocking=True)
+        return (z - loader.normalize.shift) / loader.normalize.scale
+
+
+def blur(x: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """Antialiased bilinear downsampling to size x size, then bilinear upsampling back (float, 0..255)."""
+    h, w = x.shape[-2:]
+    low = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def rotate(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Example i rotated by exactly torch.rot90(x[i], r[i], dims=(-2, -1)); needs square images."""
+    if x.shape[-1] != x.shape[-2]:
+        raise UserError(f"rotation needs square images, these are {x.shape[-1]}x{x.shape[-2]}")
+    views = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
+    return views[r, torch.arange(len(x), device=x.device)]

@@ -1,0 +1,62 @@
+"""Warm-start operations applied between two training phases (Ash & Adams 2020; Berariu et al. 2021).
+
+Both act in place on `model` (so an optimizer built on it keeps valid references) and take the
+new values from `fresh_model`, a network of the same architecture freshly initialised, e.g.
+`models.build(name, width, num_classes, seed=...)` with a seed of its own. Neither touches an
+optimizer: the second phase is expected to start with a fresh one (momentum 0).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from rewind.errors import UserError
+
+
+def _check_same_architecture(model: nn.Module, fresh_model: nn.Module) -> None:
+    a, b = model.state_dict(), fresh_model.state_dict()
+    different = [k for k in a.keys() | b.keys() if k not in a or k not in b or a[k].shape != b[k].shape]
+    if different:
+        raise UserError(f"the fresh model does not match the trained one (first difference: {sorted(different)[0]!r}); "
+                        "build it with the same architecture, width and number of classes")
+
+
+@torch.no_grad()
+def shrink_perturb(model: nn.Module, fresh_model: nn.Module, lam: float, sigma: float) -> None:
+    """theta <- lam * theta + sigma * theta_fresh for every parameter (weights, biases, BN gamma/beta).
+
+    BatchNorm running mean and variance are left as trained: they describe the old activations
+    only approximately after shrinking, but training mode normalises with batch statistics and
+    the running ones are re-estimated within a few dozen steps (momentum 0.1). lam=1, sigma=0
+    leaves the model unchanged; lam=0, sigma=1 gives the fresh parameters exactly.
+    """
+    _check_same_architecture(model, fresh_model)
+    fresh = dict(fresh_model.named_parameters())
+    for name, p in model.named_parameters():
+        p.mul_(lam).add_(fresh[name].to(p.device, p.dtype), alpha=sigma)
+
+
+@torch.no_grad()
+def reset_layers(model: nn.Module, fresh_model: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Copy every parameter and buffer under the given module prefixes (e.g. 'blocks.8', 'fc') from
+    the fresh model, BatchNorm running statistics included (a reset layer is a new layer).
+
+    Returns the names copied; a prefix that names no module of the model is a UserError.
+    """
+    _check_same_architecture(model, fresh_model)
+    fresh = fresh_model.state_dict()
+    copied = []
+    for prefix in prefixes:
+        names = [k for k in model.state_dict() if k == prefix or k.startswith(prefix.rstrip(".") + ".")]
+        if not names:
+            modules = sorted({k.rsplit(".", 1)[0] for k in model.state_dict()})
+            raise UserError(f"no layer {prefix!r} to reset; the model's modules include "
+                            f"{', '.join(modules[:4])}, ..., {modules[-1]}")
+        copied += [k for k in names if k not in copied]
+    target = model.state_dict()  # references to the live tensors: copy_ writes into the model
+    for k in copied:
+        target[k].copy_(fresh[k])
+    return copied
