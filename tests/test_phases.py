@@ -239,7 +239,8 @@ def test_schedule_plugs_into_the_train_step():
     loader = _loader(n=64)
     schedule = _schedule("rotation", "no-weight-decay:0it-1it")
     model = models.build("resnet8", width=4, num_classes=schedule.num_outputs())
-    plan = Plan(iterations_per_epoch=1, total=2, lr=0.01, milestones=(), gamma=0.1, warmup=0, weight_decay=1e-4,
+    plan = Plan(iterations_per_epoch=1, total=2, lr=0.01, milestones=(), gamma=0.1, epoch_decay=1.0, warmup=0,
+                weight_decay=1e-4,
                 eval_steps=frozenset(), log_steps=frozenset(), save_steps=frozenset())
     state = loop.TrainState(model, torch.optim.SGD(model.parameters(), lr=0.01), loader, plan, phases=schedule)
     assert state.weight_decay(0) == 0.0 and state.weight_decay(1) == 1e-4

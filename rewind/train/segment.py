@@ -65,7 +65,11 @@ def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.T
         metrics.close()
     tests = [r for r in metrics.rows if r["split"] == "test"]
     final = next((r for r in reversed(tests) if int(r["step"]) == end), None)
-    final_test = ({"loss": float(final["loss"]), "acc": float(final["acc"])} if final
-                  else evaluate(state.model, test[0], test[1], state.loader.normalize))
+    if final:
+        final_test = {"loss": float(final["loss"]), "acc": float(final["acc"])}
+    elif state.plan.eval_steps:
+        final_test = evaluate(state.model, test[0], test[1], state.loader.normalize)
+    else:  # a plan without evaluation (rotation pre-training predicts rotations, not classes)
+        final_test = {"loss": float("nan"), "acc": float("nan")}
     best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
     return SegmentResult(final_test, best, resumed)
