@@ -1,0 +1,1 @@
+"""Analyses over an archive: early-phase statistics, mask overlap, linear mode connectivity."""
