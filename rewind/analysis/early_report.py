@@ -1,0 +1,182 @@
+"""The offline early-phase report of a trunk: a table, TensorBoard scalars and histograms, a figure.
+
+`write_early_phase(run_root)` writes, under `<run_root>/trunk/analysis/`:
+
+- `early_phase.csv`: one row per checkpoint held (see `early_phase_table`);
+- `events.out.tfevents.*`: scalars `early/<column>`, weight histograms `early/weights/<layer>`
+  (and `early/weights/all`) at a few steps, and a custom-scalars layout grouping the curves;
+- `early_phase.png`: accuracy, gradient norm, mean |w|, distance and sign differences against
+  the iteration (symmetric-log x axis, so iteration 0 shows).
+
+Column definitions and normalisations are in `rewind.analysis.early`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from rewind import seeds
+from rewind.analysis.archive import reopen
+from rewind.analysis.early import (STATISTICS, grad_norm, layer_of, load_weights, prunable_weights, to_floats,
+                                   weight_stats, whole_first)
+from rewind.archive import run as runs
+from rewind.archive.atomic import write_bytes, write_text
+from rewind.data.loader import Normalizer
+from rewind.errors import UserError
+from rewind.train.evaluate import evaluate
+from rewind.train.trunk import Setup
+
+ANALYSIS = "analysis"
+HIST_STEPS = (0, 100, 500, 2000)  # plus the final checkpoint; steps not held are skipped
+PHASE_BOUNDARIES = (10, 500, 2000)  # the sub-phases of PROTOCOLS.md section 3, drawn on the figure
+
+
+def fixed_batch(setup: Setup, examples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded subset of training examples, unaugmented and normalised: the `grad_norm` batch."""
+    idx = torch.randperm(len(setup.data.train_y), generator=seeds.generator(seed, "grad-batch"))[:examples]
+    images = setup.data.train_x[idx].to(setup.device)
+    return Normalizer(setup.device)(images), setup.data.train_y[idx].to(setup.device)
+
+
+def logged_tests(metrics_csv: Path) -> dict[int, tuple[float, float]]:
+    """step -> (test acc, test loss) as the trainer logged them."""
+    if not metrics_csv.exists():
+        return {}
+    df = pd.read_csv(metrics_csv)
+    tests = df[df.split == "test"]
+    return {int(s): (float(a), float(lo)) for s, a, lo in zip(tests.step, tests.acc, tests.loss)}
+
+
+def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, stage: str = "trunk",
+                      grad_examples: int = 256, evaluate_missing: bool = True,
+                      overrides: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per checkpoint of `stage` (or per step of `steps`, each of which must be held).
+
+    Columns: `step`, `epoch`, `test_acc` and `test_loss` (from metrics.csv where the trainer
+    logged them; elsewhere evaluated from the checkpoint with the same `evaluate`, or left
+    empty if `evaluate_missing` is false), then the whole-network statistics in the order of
+    `STATISTICS`, then the per-layer ones. `init` is checkpoint 0 and `final` the last
+    checkpoint held (the end of the plan once the run is complete). `grad_norm` uses
+    `grad_examples` fixed training examples (`fixed_batch`).
+    """
+    run, setup = reopen(run_root, overrides)
+    st = run.stage(stage)
+    held = st.steps()
+    if not held or held[0] != 0:
+        raise UserError(f"{st.dir} holds no checkpoint at iteration 0, the reference of every `*_init` statistic")
+    init, final = st.load(0).tensors, st.load(held[-1]).tensors
+    tests = logged_tests(st.dir / "metrics.csv")
+    model = setup.new_model()
+    images, labels = fixed_batch(setup, grad_examples)
+    normalize = Normalizer(setup.device)
+    rows = []
+    for step in held if steps is None else sorted(set(steps)):
+        sd = init if step == 0 else final if step == held[-1] else st.load(step).tensors
+        acc, loss = tests.get(step, (math.nan, math.nan))
+        if step not in tests and evaluate_missing:
+            load_weights(model, sd)
+            acc, loss = (r := evaluate(model, *setup.test, normalize))["acc"], r["loss"]
+        stats = whole_first(weight_stats(sd, init, final) | grad_norm(model, sd, images, labels))
+        rows.append({"step": step, "epoch": setup.plan.epoch(step), "test_acc": acc, "test_loss": loss,
+                     **to_floats(stats)})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class EarlyPhaseReport:
+    table: pd.DataFrame
+    csv: Path
+    png: Path
+    tensorboard: Path  # the folder holding the event file
+
+
+def write_early_phase(run_root: str | Path, hist_steps: Iterable[int] = HIST_STEPS, stage: str = "trunk",
+                      **table_options: Any) -> EarlyPhaseReport:
+    """Write `early_phase.csv`, TensorBoard events and `early_phase.png` into `<stage>/analysis/`.
+
+    Running it again replaces all three. `table_options` go to `early_phase_table`.
+    """
+    table = early_phase_table(run_root, stage=stage, **table_options)
+    folder = Path(run_root) / stage / ANALYSIS
+    write_text(folder / "early_phase.csv", table.to_csv(index=False))
+    st = runs.read(run_root).stage(stage)
+    held = st.steps()
+    hist = {s: prunable_weights(st.load(s).tensors) for s in sorted(set(hist_steps) | {held[-1]}) if s in held}
+    write_tensorboard(folder, table, hist)
+    write_bytes(folder / "early_phase.png", figure_png(table))
+    return EarlyPhaseReport(table, folder / "early_phase.csv", folder / "early_phase.png", folder)
+
+
+def write_tensorboard(folder: Path, table: pd.DataFrame, hist: dict[int, dict[str, torch.Tensor]]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    for old in folder.glob("events.out.tfevents.*"):
+        old.unlink()  # a re-run replaces the report instead of adding a second copy of every curve
+    writer = SummaryWriter(str(folder))
+    try:
+        for row in table.to_dict("records"):
+            for key, value in row.items():
+                if key not in ("step", "epoch") and not math.isnan(value):
+                    writer.add_scalar(f"early/{key}", value, int(row["step"]))
+        for step, weights in hist.items():
+            for name, w in weights.items():
+                writer.add_histogram(f"early/weights/{layer_of(name)}", w.float(), step)
+            writer.add_histogram("early/weights/all", torch.cat([w.float().flatten() for w in weights.values()]), step)
+        writer.add_custom_scalars(layout())
+    finally:
+        writer.close()
+
+
+def layout() -> dict[str, dict[str, list]]:
+    """Custom-scalars charts: the whole-network curves side by side, then each statistic by layer."""
+    def chart(*regexes: str) -> list:
+        return ["Multiline", [f"^early/{r}$" for r in regexes]]
+
+    whole = {"test accuracy": chart("test_acc"), "test loss": chart("test_loss"), "gradient norm": chart("grad_norm"),
+             "mean |w|": chart("mean_abs_w"), "L2 distance (raw)": chart("dist_(init|final)_l2"),
+             "L2 distance / ||w_ref||": chart("dist_(init|final)_rel"),
+             "sign differences": chart("sign_diff_(init|final)"), "BatchNorm gamma": chart("bn_gamma_(mean|std)")}
+    per_layer = {f"{stat} by layer": chart(f"layer/.*/{stat}") for stat in STATISTICS}
+    return {"early phase": whole, "early phase by layer": per_layer}
+
+
+# (title, ((column, legend label), ...)) of each panel of the figure.
+PANELS = (("test accuracy", (("test_acc", None),)), ("gradient norm (fixed batch)", (("grad_norm", None),)),
+          ("mean |w|", (("mean_abs_w", None),)),
+          ("L2 distance / ||w_ref||", (("dist_init_rel", "from init"), ("dist_final_rel", "from final"))),
+          ("sign differences (fraction)", (("sign_diff_init", "vs init"), ("sign_diff_final", "vs final"))))
+
+
+def figure_png(table: pd.DataFrame) -> bytes:
+    """The paper-style panels as PNG bytes (Agg canvas; pyplot's global state is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(PANELS), 3.6))
+    FigureCanvasAgg(fig)
+    last = int(table.step.max())
+    for ax, (title, columns) in zip(fig.subplots(1, len(PANELS)), PANELS):
+        for col, label in columns:
+            d = table[["step", col]].dropna()
+            ax.plot(d.step, d[col], marker="o", markersize=3, label=label)
+        for b in PHASE_BOUNDARIES:
+            if b < last:
+                ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xscale("symlog", linthresh=1)  # log-like, yet iteration 0 has a place
+        ax.set_xlim(left=0)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
