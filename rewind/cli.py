@@ -18,14 +18,14 @@ _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime")
 
 
-def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS)) -> Callable[[Callable], Callable]:
+def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS), with_file: bool = True) -> Callable:
     def decorate(fn: Callable) -> Callable:
-        return _config_options(fn, sections)
+        return _config_options(fn, sections, with_file)
 
     return decorate
 
 
-def _config_options(fn: Callable, sections: tuple[str, ...]) -> Callable:
+def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool) -> Callable:
     """Add `--config FILE` and one option per config field; unset options stay None (the file wins)."""
     for name, (section, f) in reversed(list(cfg.all_fields().items())):
         if section not in sections:
@@ -37,6 +37,8 @@ def _config_options(fn: Callable, sections: tuple[str, ...]) -> Callable:
         else:
             kind = click.Choice(f.metadata["choices"]) if f.metadata.get("choices") else _TYPES[f.type]
             fn = click.option(flag, name, type=kind, default=None, help=help_text)(fn)
+    if not with_file:
+        return fn
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
                         help="TOML config (see configs/); any option given here overrides it")(fn)
 
@@ -104,6 +106,36 @@ def critical_period(config_file: str | None, out: str, **options: Any) -> None:
     click.echo(_table([{k: (f"{100 * v:.2f}%" if "acc" in k and v == v else v) for k, v in row.items()}
                        for row in summary.to_dict("records")]))
     click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
+
+
+def runtime_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """Runtime options given on the command line (device, data_dir, progress) for reading an archive."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@config_options(("runtime",), with_file=False)
+def stats(run: str, **options: Any) -> None:
+    """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
+    from rewind.analysis.studies import stats as run_stats
+
+    for name, path in run_stats(run, overrides=runtime_overrides(options)).items():
+        click.echo(f"{name}: {path}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
+@click.option("--points", default=11, show_default=True, help="points on the linear path, endpoints included")
+@config_options(("runtime",), with_file=False)
+def stability(run: str, at: str, points: int, **options: Any) -> None:
+    """Linear mode connectivity: train two children from each k, report the error barrier between them."""
+    from rewind.analysis.studies import stability as run_stability
+
+    table = run_stability(run, at, points, overrides=runtime_overrides(options))
+    click.echo(_table([{"k": r["k"], "barrier": f"{100 * r['barrier']:.2f}%"} for r in table.to_dict("records")]))
+    click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
 
 
 @cli.group()

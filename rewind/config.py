@@ -65,6 +65,11 @@ class TrainConfig:
     log_every: str = _f("100it", "log training loss and accuracy every this many steps")
     save_every: str = _f("10ep", "after the dense early checkpoints, save every this many steps")
     save_at: str = _f("", "extra checkpoint steps, comma-separated, e.g. '500,1200it,3ep'")
+    stats_every: str = _f("50it", "log early-phase statistics (early/) every this many steps, up to stats_until "
+                                  "(and at the dense checkpoint steps); 0 turns them off")
+    stats_until: str = _f("4000it", "last step of the online early-phase statistics")
+    fisher_every: str = _f("0it", "log the Fisher information trace (fisher/) every this many steps; 0 = never")
+    fisher_examples: int = _f(256, "examples used for each Fisher trace estimate")
     deficit: str = _f("", "deficits over iteration windows, comma-separated KIND[(NAME=VALUE)]:START-END, e.g. "
                           "'blur:0ep-40ep,no-weight-decay:0ep-20ep'; kinds: blur, label-permutation, random-labels, "
                           "vertical-flip, noise, no-augmentation, no-weight-decay, subset")
@@ -91,7 +96,10 @@ class ImpConfig:
     rewind_optimizer: bool = _f(False, "restore the trunk's momentum at the rewind point (masked) instead of zero")
     control: str = _f("none", "control with the same masks: random-reinit or random-prune (same per-layer density)",
                       choices=("none", "random-reinit", "random-prune"))
-    control_seed: int = _f(0, "seed of the control's random weights or masks")
+    perturb: str = _f("none", "perturb the rewind-point weights under the plain branch's masks",
+                      choices=("none", "sign-keep", "shuffle", "shuffle-keep-signs", "noise", "reinit"))
+    perturb_scale: float = _f(1.0, "noise perturbation: standard deviation in units of each layer's init std")
+    control_seed: int = _f(0, "seed of the control's or perturbation's random weights or masks")
 
 
 @dataclass(frozen=True)
@@ -148,12 +156,18 @@ class Config:
         blob = json.dumps(self.experiment_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def plain(self) -> "Config":
+        """The same IMP settings without control or perturbation: the branch whose masks those reuse."""
+        return self.with_values(control="none", perturb="none", control_seed=0, perturb_scale=1.0)
+
     def branch_identity(self) -> dict[str, Any]:
         """What identifies an IMP branch of a trunk: the IMP settings that change its results."""
         imp = dataclasses.asdict(self.imp)
         del imp["levels"]  # more levels extend a branch
-        if imp["control"] == "none":
+        if imp["control"] == "none" and imp["perturb"] == "none":
             del imp["control_seed"]
+        if imp["perturb"] != "noise":
+            del imp["perturb_scale"]
         return {"trunk": self.hash(), "imp": imp}
 
     def with_values(self, **values: Any) -> "Config":
@@ -165,7 +179,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": 
                              "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
                              "study": StudyConfig, "runtime": RuntimeConfig}
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter", "after",
-               "window")
+               "window", "stats_every", "stats_until", "fisher_every")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at")
 
 
@@ -197,6 +211,9 @@ def _validate(config: Config) -> None:
         raise UserError(f"prune_fraction must be between 0 and 1, got {config.imp.prune_fraction}")
     if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
         raise UserError("levels must be >= 0, replicates and parallel >= 1")
+    from rewind.data.phases import parse_list
+
+    parse_list(t.deficit, 1)  # the syntax, early; windows in epochs are resolved with the data
     if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
         raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
     for section, cls in SECTIONS.items():

@@ -22,6 +22,7 @@ from rewind.archive.checkpoints import sha256
 from rewind.archive.run import Run, open_run
 from rewind.errors import UserError
 from rewind.prune import magnitude
+from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
 from rewind.train import trunk
 from rewind.train.schedule import Plan
@@ -86,16 +87,16 @@ def _one(config: cfg.Config, root: Path, reuse: bool) -> ImpResult:
         held = ", ".join(map(str, trunk_stage.steps()))
         raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}. "
                         f"Choose one of those with --rewind-iter, or train a trunk with --save-at {k}")
-    if config.imp.control != "none":
-        # Controls reuse the plain branch's masks level by level: train it first if needed.
-        _one(config.with_values(control="none", control_seed=0), root, reuse=True)
+    if config.plain() != config:
+        # Controls and perturbations reuse the plain branch's masks level by level: train it first if needed.
+        _one(config.plain(), root, reuse=True)
     return _branch(config, setup, root, k)
 
 
 def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
     identity = config.branch_identity()
-    control = "" if config.imp.control == "none" else f"-{config.imp.control}"
-    return root / "branches" / f"imp-k{k}{control}-{runs.identity_hash(identity)[:8]}"
+    kind = "".join(f"-{v}" for v in (config.imp.control, config.imp.perturb) if v != "none")
+    return root / "branches" / f"imp-k{k}{kind}-{runs.identity_hash(identity)[:8]}"
 
 
 def _level_plan(plan: Plan, k: int, save_every: int) -> Plan:
@@ -113,7 +114,7 @@ def _branch(config: cfg.Config, setup: Setup, root: Path, k: int) -> ImpResult:
     trunk_stage = trunk_run.stage("trunk")
     rewind = trunk_stage.load(k, with_state=imp.rewind_optimizer)
     plan = _level_plan(setup.plan, k, steps.parse(config.train.save_every, setup.plan.iterations_per_epoch))
-    plain = branch_path(config.with_values(control="none", control_seed=0), root, k) if imp.control != "none" else None
+    plain = branch_path(config.plain(), root, k) if config.plain() != config else None
 
     with open_run(path, "imp", config.to_dict(), config.branch_identity(), trunk=str(root), rewind_iter=k) as branch:
         done = branch.manifest.data.setdefault("levels", {})  # level -> its results row
@@ -122,7 +123,7 @@ def _branch(config: cfg.Config, setup: Setup, root: Path, k: int) -> ImpResult:
         masks = M.ones(setup.new_model())
         for level in range(1, imp.levels + 1):
             masks = _level_masks(branch, level, weights, masks, config, plain)
-            model = _start_model(setup, rewind.tensors, config, level)
+            model = _start_model(setup, rewind.tensors, config, level, masks)
             state = setup.state(model, plan, masks)
             if imp.rewind_optimizer:
                 _restore_momentum(state, rewind.state["optimizer"], masks)
@@ -172,9 +173,12 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     return new
 
 
-def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int) -> torch.nn.Module:
-    """The level's starting weights: the trunk at k, or a fresh draw for the random re-init control."""
+def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int, masks: M.Masks) -> torch.nn.Module:
+    """The level's starting weights: the trunk at k (perturbed if asked), or a fresh draw for random re-init."""
     model = setup.new_model()
+    if config.imp.perturb != "none":
+        rewind_tensors = perturb(rewind_tensors, masks, config.imp.perturb,
+                                 seeds.derive(config.imp.control_seed, "perturb", level), scale=config.imp.perturb_scale)
     if config.imp.control == "random-reinit":
         m = config.model
         fresh = models.build(m.model, m.width, setup.data.num_classes,

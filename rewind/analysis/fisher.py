@@ -88,3 +88,32 @@ def fisher_trace(model: nn.Module, x: torch.Tensor, n_examples: int | None = Non
     per = {k: float(s) / len(x) for k, s in sums.items()}
     prunable = set(models.prunable(model))
     return FisherTrace(per, sum(per.values()), sum(v for k, v in per.items() if k in prunable), len(x))
+
+
+class FisherLog:
+    """A training hook: tr F at the plan's `fisher_steps`, under split `fisher` (total and per layer).
+
+    The examples are a fixed seeded choice of unaugmented training images, so values at
+    different steps are comparable and a resumed run logs what an uninterrupted one logs.
+    """
+
+    def __init__(self, metrics, images: torch.Tensor, n_examples: int, seed: int = 0):
+        self.metrics, self.n_examples, self.seed = metrics, n_examples, seed
+        idx = choose_examples(len(images), n_examples, seed).to(images.device)
+        self.images = images[idx]
+
+    def after_step(self, iteration, loss, correct, count) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def at(self, step: int, state) -> None:
+        if step not in state.plan.fisher_steps:
+            return
+        x = state.loader.normalize(self.images)
+        trace = fisher_trace(state.model, x, seed=self.seed, masks=state.masks)
+        per_layer = {f"layer/{k.removesuffix('.weight')}/trace": v for k, v in trace.per_parameter.items()
+                     if k in models.prunable(state.model)}
+        self.metrics.log("fisher", step, {"trace": trace.total, "trace_prunable": trace.prunable_total, **per_layer},
+                         epoch=state.plan.epoch(step))

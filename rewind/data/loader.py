@@ -52,6 +52,10 @@ class DeviceLoader:
         self._cols = torch.arange(self.w, device=self.device)
         self._chan = torch.arange(images.shape[1], device=self.device)
 
+    def originals(self) -> torch.Tensor:
+        """The training images as stored (uint8, unpadded, on the device)."""
+        return self.images[:, :, PAD:-PAD, PAD:-PAD] if self.augment else self.images
+
     @property
     def iterations_per_epoch(self) -> int:
         return -(-self.n // self.batch_size)

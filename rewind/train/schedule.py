@@ -24,6 +24,9 @@ class Plan:
     eval_steps: frozenset[int]
     log_steps: frozenset[int]
     save_steps: frozenset[int]
+    stats_steps: frozenset[int] = frozenset()
+    fisher_steps: frozenset[int] = frozenset()
+    fisher_examples: int = 256
 
     @classmethod
     def from_config(cls, t: TrainConfig, train_examples: int, extra_saves: tuple[int, ...] = ()) -> "Plan":
@@ -34,6 +37,10 @@ class Plan:
             k = steps.parse(text, ipe, what)
             return set(range(0, total + 1, k)) if k > 0 else set()
 
+        until = steps.parse(t.stats_until, ipe, "stats_until")
+        stats = {s for s in set(DENSE_CHECKPOINTS) | every(t.stats_every, "stats_every") if s <= until}
+        if not steps.parse(t.stats_every, ipe, "stats_every"):
+            stats = set()
         saves = set(DENSE_CHECKPOINTS) | every(t.save_every, "save_every")
         saves |= set(steps.parse_list(t.save_at, ipe, "save_at")) | set(extra_saves) | {total}
         return cls(
@@ -48,6 +55,9 @@ class Plan:
             eval_steps=frozenset(s for s in every(t.eval_every, "eval_every") | {0, total} if s <= total),
             log_steps=frozenset(s for s in every(t.log_every, "log_every") | {total} if 0 < s <= total),
             save_steps=frozenset(s for s in saves if s <= total),
+            stats_steps=frozenset(s for s in stats if s <= total),
+            fisher_steps=frozenset(every(t.fisher_every, "fisher_every")),
+            fisher_examples=t.fisher_examples,
         )
 
     def lr_at(self, iteration: int) -> float:

@@ -34,6 +34,21 @@ def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tenso
     return ckpt.tensors
 
 
+def _analysis_hooks(state: TrainState, stage: Stage, start: int, resumed: int | None, metrics: MetricsLog) -> list:
+    """Online early-phase statistics and Fisher trace, when the plan asks for them."""
+    from rewind.analysis.early import EarlyStats
+    from rewind.analysis.fisher import FisherLog
+
+    hooks = []
+    if state.plan.stats_steps:
+        # The reference for `*_init` is the segment's start (iteration 0 of a trunk, k of a level).
+        init = stage.load(start).tensors if resumed is not None and stage.has(start) else None
+        hooks.append(EarlyStats(metrics, state.plan.stats_steps, init=init))
+    if state.plan.fisher_steps:
+        hooks.append(FisherLog(metrics, state.loader.originals(), state.plan.fisher_examples))
+    return hooks
+
+
 def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.Tensor, torch.Tensor],
                 progress: str = "auto", label: str = "train",
                 extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict,
@@ -55,7 +70,8 @@ def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.T
         metrics.log(start_scalars[0], start, start_scalars[1], epoch=state.plan.epoch(start))
     train_log = H.TrainLog(metrics)
     evaluation = H.Eval(metrics, test[0], test[1], state.plan.eval_steps)
-    hooks = [train_log, evaluation, H.Checkpoint(stage, metrics, extra_tensors),
+    hooks = [train_log, evaluation, *_analysis_hooks(state, stage, start, resumed, metrics),
+             H.Checkpoint(stage, metrics, extra_tensors),
              H.Progress(progress, label, resumed if resumed is not None else start, end, train_log, evaluation)]
     try:
         loop.run(state, resumed if resumed is not None else start, end, hooks, at_start=resumed is None)

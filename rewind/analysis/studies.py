@@ -1,0 +1,122 @@
+"""`rewind stats` and `rewind stability`: analyses of an existing trunk archive, written into it.
+
+Both read the trunk's checkpoints and never retrain it. `stats` writes the early-phase report
+and the overlap between every pair of IMP masks the archive holds; `stability` trains two
+children per rewind point k (a branch per k, resumable) and measures the error barrier on the
+linear path between them: the instability curve over k.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from rewind import steps
+from rewind.analysis.early_report import write_early_phase
+from rewind.analysis.lmc import barrier, train_children
+from rewind.analysis.overlap import overlap
+from rewind.archive import run as runs
+from rewind.archive.atomic import write_bytes, write_text
+from rewind.archive.lock import FolderLock
+from rewind.archive.run import open_run
+from rewind.data.loader import DeviceLoader
+from rewind.errors import UserError
+from rewind.prune import masks as M
+
+
+def _trunk(root: Path) -> runs.Run:
+    run = runs.read(root)
+    if run.manifest.data.get("kind") != "trunk" or run.status != "complete":
+        raise UserError(f"{root} is not a complete trunk archive (kind {run.manifest.data.get('kind')}, "
+                        f"status {run.status}); finish it with its `rewind train` command first")
+    return run
+
+
+def imp_masks(root: Path) -> dict[tuple[str, int], Path]:
+    """(branch name, level) -> mask file, for every IMP level the archive holds."""
+    out = {}
+    for manifest in sorted((root / "branches").glob("imp-*/manifest.json")):
+        for key in runs.read(manifest.parent).manifest.files:
+            if key.endswith("mask.safetensors"):
+                out[(manifest.parent.name, int(key.split("/")[0].removeprefix("level_")))] = manifest.parent / key
+    return out
+
+
+def mask_overlaps(root: Path) -> pd.DataFrame:
+    """Jaccard and Hamming overlap of every pair of IMP masks (different rewind points and levels)."""
+    found = imp_masks(root)
+    loaded = {key: M.load(path) for key, path in found.items()}
+    rows = []
+    for (a, ma), (b, mb) in itertools.combinations(loaded.items(), 2):
+        o = overlap(ma, mb)
+        rows.append({"branch_a": a[0], "level_a": a[1], "branch_b": b[0], "level_b": b[1],
+                     "jaccard": o["jaccard"], "hamming": o["hamming"]})
+    return pd.DataFrame(rows, columns=["branch_a", "level_a", "branch_b", "level_b", "jaccard", "hamming"])
+
+
+def stats(root: str | Path, **options) -> dict[str, Path]:
+    root = Path(root)
+    _trunk(root)
+    with FolderLock(root):  # not while a trunk or branch process writes here
+        report = write_early_phase(root, **options)
+        written = {"early_phase.csv": report.csv, "early_phase.png": report.png, "tensorboard": report.tensorboard}
+        overlaps = mask_overlaps(root)
+        if len(overlaps):
+            path = report.csv.parent / "mask_overlap.csv"
+            write_text(path, overlaps.to_csv(index=False))
+            written["mask_overlap.csv"] = path
+    return written
+
+
+def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[int, int] = (1, 2),
+              overrides: dict | None = None) -> pd.DataFrame:
+    """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it')."""
+    root = Path(root)
+    run = _trunk(root)
+    ipe = run.manifest.data["iterations_per_epoch"]
+    rows = []
+    for k in [steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()]:
+        if not run.stage("trunk").has(k):
+            held = ", ".join(map(str, run.stage("trunk").steps()))
+            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
+        identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": list(order_seeds)}
+        path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
+        with open_run(path, "stability", {"k": k, "points": points}, identity) as branch:
+            stages = [branch.stage(f"child_{s}") for s in order_seeds]
+            setup, children = train_children(root, k, order_seeds, stages=stages, overrides=overrides)
+            t = setup.config.train
+            loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
+                                  setup.config.data.augment, setup.device)
+            result = barrier(setup.new_model, children[0].weights, children[1].weights, loader, *setup.test,
+                             loader.normalize, points)
+            write_text(path / "interpolation.csv", result.frame().to_csv(index=False))
+            branch.update(status="complete", barrier=result.barrier)
+        rows.append({"k": k, "epoch": k / ipe, "barrier": result.barrier,
+                     "child_test_acc": [c.final_test["acc"] for c in children]})
+    table = pd.DataFrame(rows)
+    write_text(root / "trunk" / "analysis" / "instability.csv", table.to_csv(index=False))
+    write_bytes(root / "trunk" / "analysis" / "instability.png", _instability_png(table))
+    return table
+
+
+def _instability_png(table: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(table["k"], 100 * table["barrier"], marker="o")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("rewind iteration k")
+    ax.set_ylabel("error barrier (%)")
+    ax.set_title("instability: barrier between two children trained from k")
+    ax.grid(True, alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
