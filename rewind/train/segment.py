@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -12,7 +12,7 @@ from rewind.archive.stage import Stage
 from rewind.train import hooks as H
 from rewind.train import loop
 from rewind.train.evaluate import evaluate
-from rewind.train.loop import TrainState
+from rewind.train.loop import Hook, TrainState
 
 
 @dataclass
@@ -34,32 +34,78 @@ def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tenso
     return ckpt.tensors
 
 
+@dataclass
+class Segment:
+    """The arguments of `run_segment`, and once opened, the hooks that write its stage.
+
+    Shared by the one-model loop (`run_segment`) and the stacked one (`replicas.run_segments`),
+    so both resume and write archives the same way.
+    """
+
+    state: TrainState
+    stage: Stage
+    start: int  # the model already holds the weights at `start`
+    test: tuple[torch.Tensor, torch.Tensor]
+    progress: str = "auto"
+    label: str = "train"
+    extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict
+    on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None
+    resumed: int | None = field(default=None, init=False)
+    hooks: list[Hook] = field(default_factory=list, init=False)
+    metrics: MetricsLog | None = field(default=None, init=False)
+
+    @property
+    def end(self) -> int:
+        return self.state.plan.total
+
+    @property
+    def first(self) -> int:
+        """The first iteration still to train."""
+        return self.resumed if self.resumed is not None else self.start
+
+    def resumable(self) -> set[int]:
+        """Steps after `start` whose weights and optimizer state this stage holds."""
+        return {s for s in self.stage.steps() if self.start < s <= self.end and self.stage.has(s, with_state=True)}
+
+    def open(self, resume_from: int | None) -> list[Hook]:
+        """Restore checkpoint `resume_from` (None: start fresh) and make the hooks; close() afterwards."""
+        if resume_from is not None:
+            tensors = restore(self.state, self.stage, resume_from)
+            if self.on_restore is not None:
+                self.on_restore(tensors)
+        self.resumed = resume_from
+        self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from)
+        train_log = H.TrainLog(self.metrics)
+        evaluation = H.Eval(self.metrics, self.test[0], self.test[1], self.state.plan.eval_steps)
+        self.hooks = [train_log, evaluation, H.Checkpoint(self.stage, self.metrics, self.extra_tensors),
+                      H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
+        return self.hooks
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def result(self) -> SegmentResult:
+        tests = [r for r in self.metrics.rows if r["split"] == "test"]
+        final = next((r for r in reversed(tests) if int(r["step"]) == self.end), None)
+        final_test = ({"loss": float(final["loss"]), "acc": float(final["acc"])} if final
+                      else evaluate(self.state.model, self.test[0], self.test[1], self.state.loader.normalize))
+        best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
+        return SegmentResult(final_test, best, self.resumed)
+
+
 def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.Tensor, torch.Tensor],
                 progress: str = "auto", label: str = "train",
                 extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict,
                 on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None) -> SegmentResult:
     """Train `state` from iteration `start` (the model already holds the weights at `start`)."""
-    end = state.plan.total
-    held = [s for s in stage.steps() if start < s <= end and stage.has(s, with_state=True)]
-    resumed = max(held) if held else None
-    if resumed is not None:
-        tensors = restore(state, stage, resumed)
-        if on_restore is not None:
-            on_restore(tensors)
-    metrics = MetricsLog(stage.dir, resume_step=resumed)
-    train_log = H.TrainLog(metrics)
-    evaluation = H.Eval(metrics, test[0], test[1], state.plan.eval_steps)
-    hooks = [train_log, evaluation, H.Checkpoint(stage, metrics, extra_tensors),
-             H.Progress(progress, label, resumed if resumed is not None else start, end, train_log, evaluation)]
+    segment = Segment(state, stage, start, test, progress, label, extra_tensors, on_restore)
+    held = segment.resumable()
     try:
-        loop.run(state, resumed if resumed is not None else start, end, hooks, at_start=resumed is None)
+        hooks = segment.open(max(held) if held else None)
+        loop.run(state, segment.first, segment.end, hooks, at_start=segment.resumed is None)
     finally:
-        for h in hooks:
-            h.close()
-        metrics.close()
-    tests = [r for r in metrics.rows if r["split"] == "test"]
-    final = next((r for r in reversed(tests) if int(r["step"]) == end), None)
-    final_test = ({"loss": float(final["loss"]), "acc": float(final["acc"])} if final
-                  else evaluate(state.model, test[0], test[1], state.loader.normalize))
-    best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
-    return SegmentResult(final_test, best, resumed)
+        segment.close()
+    return segment.result()
