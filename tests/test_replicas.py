@@ -164,7 +164,7 @@ def test_mismatched_replicas_are_refused(tmp_path):
 
 
 # Archives: two replicas, 24 iterations, checkpoints at 0, 1, 2, 5, 8, 10, 16, 24.
-ARCHIVE = [dict(SMALL, steps="24it", **CONFIGS[0]), dict(SMALL, steps="24it", **CONFIGS[1])]
+ARCHIVE = [dict(SMALL, steps="24it", lr_milestones="12it", **c) for c in CONFIGS[:2]]
 
 
 def weights(root) -> dict[str, torch.Tensor]:
