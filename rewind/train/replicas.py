@@ -216,37 +216,46 @@ def run_segments(items: Sequence[Segment]) -> list[SegmentResult]:
     """`run_segment` for N replicas at once: each resumes, logs, evaluates and checkpoints into its own
     stage as if trained alone.
 
-    All resume from the latest step that every replica's stage holds (fresh if there is none), so
-    they stay in lockstep; a replica ahead of the others retrains the difference, deterministically.
+    A replica whose stage is complete is not retrained. The others resume from the latest step
+    that all their stages hold (fresh if there is none), so they stay in lockstep; one that was
+    ahead retrains the difference and keeps its later checkpoints.
     """
     _check(items)
-    common = set.intersection(*(s.resumable() for s in items))
-    resume_from = max(common) if common else None
-    # Models and optimizers are read only where a hook may read them.
-    sync = set().union(*(p.eval_steps | p.log_steps | p.save_steps for p in (s.state.plan for s in items)))
+    held = [s.resumable() for s in items]
+    training = [s for s, h in zip(items, held) if s.end not in h]
+    common = set.intersection(*(h for s, h in zip(items, held) if s.end not in h)) if training else set()
     opened: list[Segment] = []
     try:
-        for segment in items:
+        for segment, h in zip(items, held):
             opened.append(segment)
-            segment.open(resume_from)
-        replicas = Replicas([s.state for s in items])
-        replicas.model.train()
-        first, end = items[0].first, items[0].end
-        if resume_from is None:
-            for segment in items:
-                for h in segment.hooks:
-                    h.at(first, segment.state)
-        for it in range(first, end):
-            losses, correct, count = train_step_replicas(replicas, it)
-            for k, segment in enumerate(items):
-                for h in segment.hooks:
-                    h.after_step(it, losses[k], correct[k], count)
-            if it + 1 in sync or it + 1 == end:
-                replicas.write()
-            for segment in items:
-                for h in segment.hooks:
-                    h.at(it + 1, segment.state)
+            segment.open(segment.end if segment.end in h else max(common) if common else None)
+        if training:
+            _train(training)
     finally:
         for segment in opened:
             segment.close()
     return [segment.result() for segment in items]
+
+
+def _train(segments: Sequence[Segment]) -> None:
+    """The loop of `loop.run`, stacked: one step for all, then each replica's own hooks."""
+    replicas = Replicas([s.state for s in segments])
+    replicas.model.train()
+    first, end = segments[0].first, segments[0].end
+    # The replicas' models and optimizers are written only where a hook may read them.
+    plans = [s.state.plan for s in segments]
+    sync = set().union(*(p.eval_steps | p.log_steps | p.save_steps for p in plans)) | {end}
+    if segments[0].resumed is None:
+        for segment in segments:
+            for h in segment.hooks:
+                h.at(first, segment.state)
+    for it in range(first, end):
+        losses, correct, count = train_step_replicas(replicas, it)
+        for k, segment in enumerate(segments):
+            for h in segment.hooks:
+                h.after_step(it, losses[k], correct[k], count)
+        if it + 1 in sync:
+            replicas.write()
+        for segment in segments:
+            for h in segment.hooks:
+                h.at(it + 1, segment.state)
