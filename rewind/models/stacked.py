@@ -74,7 +74,7 @@ class StackedResNet(CifarResNet):
 
     @classmethod
     def of(cls, models: Sequence[CifarResNet]) -> "StackedResNet":
-        """A stacked copy of `models` on their device and memory format."""
+        """A stacked copy of `models`, on their device, dtype and memory format."""
         first = models[0]
         shapes = {k: v.shape for k, v in first.state_dict().items()}
         if any({k: v.shape for k, v in m.state_dict().items()} != shapes for m in models[1:]):

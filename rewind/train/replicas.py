@@ -30,12 +30,12 @@ class StackedSGD:
     """torch.optim.SGD's update on tensors stacked along dim 0, with a learning rate and weight decay
     per replica.
 
-    Replicas sharing (lr, weight decay) are updated together with torch's own ops and Python
-    scalars, so every replica gets the very float operations torch.optim.SGD would do (bit for
-    bit): a per-replica lr tensor broadcast over the slices would round differently wherever a
-    device fuses `p - lr * d` into one FMA and not `p - (lr_k * d)`. Most steps form one group.
-    Like SGD, the first step sets the momentum buffer to the (decayed) gradient. The step
-    overwrites `.grad`, which the train step drops afterwards anyway.
+    Replicas sharing (lr, weight decay) are updated together by the foreach ops and Python
+    scalars that torch.optim.SGD itself uses, so each replica's update is torch's, bit for bit;
+    an lr tensor broadcast over the slices would need other kernels, whose rounding (fused
+    multiply-add or not) is not torch's. Most steps form one group. Like SGD, the first step
+    sets the momentum buffer to the (decayed) gradient. The step overwrites `.grad`, which the
+    train step drops afterwards anyway.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], n: int, momentum: float = 0.0, dampening: float = 0.0,
@@ -99,10 +99,6 @@ class Replicas:
         self.last: tuple[list[float], list[float]] | None = None  # (lrs, wds) of the last step
         self.load()
 
-    @property
-    def n(self) -> int:
-        return len(self.states)
-
     def _masks(self) -> Applier | None:
         """One stacked mask per name any replica masks; a replica without a mask for it keeps all ones."""
         names = dict.fromkeys(name for s in self.states if s.masks for name in s.masks)
@@ -134,7 +130,8 @@ class Replicas:
         if self.optimizer.momentum == 0 or all(b is None for bufs in held for b in bufs):
             self.optimizer.buffers = None
             return
-        # A missing buffer (a replica yet to step) as zeros: 0 * momentum + grad is the grad, as SGD sets it.
+        # A missing buffer (a replica yet to step) as zeros: with dampening 0 (the recipe's), the next
+        # step's 0 * momentum + grad is the grad, as SGD's first step sets it.
         self.optimizer.buffers = [torch.zeros_like(p) for p in self.optimizer.params]
         for i, (name, stacked) in enumerate(zip(self.names, self.optimizer.buffers)):
             rows = self.model.per_replica(name, stacked)
