@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -12,7 +12,7 @@ from rewind.archive.stage import Stage
 from rewind.train import hooks as H
 from rewind.train import loop
 from rewind.train.evaluate import evaluate
-from rewind.train.loop import TrainState
+from rewind.train.loop import Hook, TrainState
 
 
 @dataclass
@@ -34,19 +34,90 @@ def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tenso
     return ckpt.tensors
 
 
-def _analysis_hooks(state: TrainState, stage: Stage, start: int, resumed: int | None, metrics: MetricsLog) -> list:
-    """Online early-phase statistics and Fisher trace, when the plan asks for them."""
-    from rewind.analysis.early import EarlyStats
-    from rewind.analysis.fisher import FisherLog
+@dataclass
+class Segment:
+    """The arguments of `run_segment`, and once opened, the hooks that write its stage.
 
-    hooks = []
-    if state.plan.stats_steps:
-        # The reference for `*_init` is the segment's start (iteration 0 of a trunk, k of a level).
-        init = stage.load(start).tensors if resumed is not None and stage.has(start) else None
-        hooks.append(EarlyStats(metrics, state.plan.stats_steps, init=init))
-    if state.plan.fisher_steps:
-        hooks.append(FisherLog(metrics, state.loader.originals(), state.plan.fisher_examples))
-    return hooks
+    Shared by the one-model loop (`run_segment`) and the stacked one (`replicas.run_segments`),
+    so both resume and write archives the same way.
+    """
+
+    state: TrainState
+    stage: Stage
+    start: int  # the model already holds the weights at `start`
+    test: tuple[torch.Tensor, torch.Tensor]
+    progress: str = "auto"
+    label: str = "train"
+    extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict
+    on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None
+    start_scalars: tuple[str, dict[str, float]] | None = None  # (split, values) logged once at `start`
+    resumed: int | None = field(default=None, init=False)
+    hooks: list[Hook] = field(default_factory=list, init=False)
+    metrics: MetricsLog | None = field(default=None, init=False)
+
+    @property
+    def end(self) -> int:
+        return self.state.plan.total
+
+    @property
+    def first(self) -> int:
+        """The first iteration still to train."""
+        return self.resumed if self.resumed is not None else self.start
+
+    def resumable(self) -> set[int]:
+        """Steps after `start` whose weights and optimizer state this stage holds."""
+        return {s for s in self.stage.steps() if self.start < s <= self.end and self.stage.has(s, with_state=True)}
+
+    def open(self, resume_from: int | None) -> list[Hook]:
+        """Restore checkpoint `resume_from` (None: start fresh) and make the hooks; close() afterwards."""
+        if resume_from is not None:
+            tensors = restore(self.state, self.stage, resume_from)
+            if self.on_restore is not None:
+                self.on_restore(tensors)
+        self.resumed = resume_from
+        self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from)
+        if self.start_scalars is not None and resume_from is None:
+            self.metrics.log(self.start_scalars[0], self.start, self.start_scalars[1],
+                             epoch=self.state.plan.epoch(self.start))
+        train_log = H.TrainLog(self.metrics)
+        evaluation = H.Eval(self.metrics, self.test[0], self.test[1], self.state.plan.eval_steps)
+        self.hooks = [train_log, evaluation, *self._analysis_hooks(), H.Checkpoint(self.stage, self.metrics,
+                                                                                  self.extra_tensors),
+                      H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
+        return self.hooks
+
+    def _analysis_hooks(self) -> list[Hook]:
+        """Online early-phase statistics and Fisher trace, when the plan asks for them."""
+        from rewind.analysis.early import EarlyStats
+        from rewind.analysis.fisher import FisherLog
+
+        plan, hooks = self.state.plan, []
+        if plan.stats_steps:
+            # The reference for `*_init` is the segment's start (iteration 0 of a trunk, k of a level).
+            resumed = self.resumed is not None and self.stage.has(self.start)
+            hooks.append(EarlyStats(self.metrics, plan.stats_steps,
+                                    init=self.stage.load(self.start).tensors if resumed else None))
+        if plan.fisher_steps:
+            hooks.append(FisherLog(self.metrics, self.state.loader.originals(), plan.fisher_examples))
+        return hooks
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def result(self) -> SegmentResult:
+        tests = [r for r in self.metrics.rows if r["split"] == "test"]
+        final = next((r for r in reversed(tests) if int(r["step"]) == self.end), None)
+        if final:
+            final_test = {"loss": float(final["loss"]), "acc": float(final["acc"])}
+        elif self.state.plan.eval_steps:
+            final_test = evaluate(self.state.model, self.test[0], self.test[1], self.state.loader.normalize)
+        else:  # a plan without evaluation (rotation pre-training predicts rotations, not classes)
+            final_test = {"loss": float("nan"), "acc": float("nan")}
+        best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
+        return SegmentResult(final_test, best, self.resumed)
 
 
 def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.Tensor, torch.Tensor],
@@ -58,34 +129,11 @@ def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.T
 
     `start_scalars` = (split, values) are logged once at `start` (e.g. a level's sparsity).
     """
-    end = state.plan.total
-    held = [s for s in stage.steps() if start < s <= end and stage.has(s, with_state=True)]
-    resumed = max(held) if held else None
-    if resumed is not None:
-        tensors = restore(state, stage, resumed)
-        if on_restore is not None:
-            on_restore(tensors)
-    metrics = MetricsLog(stage.dir, resume_step=resumed)
-    if start_scalars is not None and resumed is None:
-        metrics.log(start_scalars[0], start, start_scalars[1], epoch=state.plan.epoch(start))
-    train_log = H.TrainLog(metrics)
-    evaluation = H.Eval(metrics, test[0], test[1], state.plan.eval_steps)
-    hooks = [train_log, evaluation, *_analysis_hooks(state, stage, start, resumed, metrics),
-             H.Checkpoint(stage, metrics, extra_tensors),
-             H.Progress(progress, label, resumed if resumed is not None else start, end, train_log, evaluation)]
+    segment = Segment(state, stage, start, test, progress, label, extra_tensors, on_restore, start_scalars)
+    held = segment.resumable()
     try:
-        loop.run(state, resumed if resumed is not None else start, end, hooks, at_start=resumed is None)
+        hooks = segment.open(max(held) if held else None)
+        loop.run(state, segment.first, segment.end, hooks, at_start=segment.resumed is None)
     finally:
-        for h in hooks:
-            h.close()
-        metrics.close()
-    tests = [r for r in metrics.rows if r["split"] == "test"]
-    final = next((r for r in reversed(tests) if int(r["step"]) == end), None)
-    if final:
-        final_test = {"loss": float(final["loss"]), "acc": float(final["acc"])}
-    elif state.plan.eval_steps:
-        final_test = evaluate(state.model, test[0], test[1], state.loader.normalize)
-    else:  # a plan without evaluation (rotation pre-training predicts rotations, not classes)
-        final_test = {"loss": float("nan"), "acc": float("nan")}
-    best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
-    return SegmentResult(final_test, best, resumed)
+        segment.close()
+    return segment.result()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -16,7 +18,8 @@ from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
 from rewind.train.optim import make_optimizer
 from rewind.train.schedule import Plan
-from rewind.train.segment import SegmentResult, run_segment
+from rewind.train.replicas import run_segments
+from rewind.train.segment import Segment, SegmentResult, run_segment
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,23 +86,52 @@ class TrunkResult:
 def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) -> TrunkResult:
     """Train (or resume, or find complete) the trunk of the archive at `out`."""
     setup = Setup.create(config, extra_saves)
-    with open_run(out, "trunk", config.to_dict(), config.experiment_dict(),
-                  iterations_per_epoch=setup.plan.iterations_per_epoch,
-                  total_iterations=setup.plan.total, device=str(setup.device),
-                  seeds={"model": config.train.model_seed, "order": config.train.order_seed,
-                         "aug": config.train.aug_seed}) as run:
+    with open_run(out, "trunk", config.to_dict(), config.experiment_dict(), **_manifest_fields(setup)) as run:
         result = train_trunk(setup, run)
     return TrunkResult(Path(out), result.final_test, result.best_test_acc, result.resumed_from)
 
 
-def train_trunk(setup: Setup, run: Run) -> SegmentResult:
+def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
+                   extra_saves: tuple[int, ...] = ()) -> list[TrunkResult]:
+    """`train` for N configs at once, as one stacked model; each archive is the one `train` would write.
+
+    The configs may differ in seeds, learning rate schedule and weight decay, not in model, batch
+    size or length.
+    """
+    if len(configs) != len(outs):
+        raise UserError(f"{len(configs)} configs for {len(outs)} output folders")
+    setups = [Setup.create(c, extra_saves) for c in configs]
+    with ExitStack() as stack:
+        runs = [stack.enter_context(open_run(out, "trunk", s.config.to_dict(), s.config.experiment_dict(),
+                                             **_manifest_fields(s)))
+                for s, out in zip(setups, outs)]
+        segments = [Segment(s.state(initial_model(s, run)), run.stage("trunk"), 0, s.test, s.config.runtime.progress,
+                            f"trunk {k}") for k, (s, run) in enumerate(zip(setups, runs))]
+        results = run_segments(segments)
+        for run, r in zip(runs, results):
+            run.update(status="complete", final_test=r.final_test, best_test_acc=r.best_test_acc)
+    return [TrunkResult(Path(out), r.final_test, r.best_test_acc, r.resumed_from) for out, r in zip(outs, results)]
+
+
+def _manifest_fields(setup: Setup) -> dict[str, Any]:
+    t = setup.config.train
+    return dict(iterations_per_epoch=setup.plan.iterations_per_epoch, total_iterations=setup.plan.total,
+                device=str(setup.device), seeds={"model": t.model_seed, "order": t.order_seed, "aug": t.aug_seed})
+
+
+def initial_model(setup: Setup, run: Run) -> torch.nn.Module:
+    """The trunk's iteration 0: a fresh init, or the pre-trained weights (pre-training them first if needed)."""
     from rewind.train.pretrain import pretrain
 
     model = setup.new_model()
     pretrained = pretrain(setup, run)
     if pretrained is not None:
-        model.load_state_dict(pretrained)  # the pre-trained weights are the trunk's iteration 0
-    state = setup.state(model)
+        model.load_state_dict(pretrained)
+    return model
+
+
+def train_trunk(setup: Setup, run: Run) -> SegmentResult:
+    state = setup.state(initial_model(setup, run))
     result = run_segment(state, run.stage("trunk"), 0, setup.test, setup.config.runtime.progress, "trunk")
     run.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc)
     return result

@@ -1,0 +1,278 @@
+"""The replica trainer: N ResNets trained as one stacked model give what each trains alone.
+
+Tolerances. Grouped convs and the batched fc reduce in another order than the plain ones,
+so in float32 a replica and its solo run differ by rounding (about 1e-7 after one step), and
+the early phase of training amplifies that chaotically (about 1e-3 after 10 steps, 1e-2
+after 30 at lr 0.05). So the equivalence test trains in float64, where the same rounding
+stays under 3e-15 after 20 steps (measured): a max abs difference under 1e-9 can only be
+rounding, while a wrong learning rate, batch, momentum or mask is off by 1e-3 or more.
+Checkpoints resumed across solo and parallel runs are compared in float32 after the last 8-14
+steps: measured 2e-5 and 5e-5 (max abs), while a resume that loses the momentum is off by
+6e-2, so the bound is 1e-3. Parallel runs are compared with each other bit for bit.
+"""
+
+import copy
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from rewind import data as D
+from rewind.archive import run as runs
+from rewind.archive.stage import Stage
+from rewind.errors import UserError
+from rewind.prune import masks as M
+from rewind.train import loop, replicas
+from rewind.train import trunk
+from rewind.train.evaluate import evaluate
+from rewind.train.replicas import Replicas, StackedSGD, run_segments, train_step_replicas
+from rewind.train.schedule import Plan
+from rewind.train.segment import Segment
+from rewind.train.trunk import Setup, train, train_replicas
+
+DATA = D.synthetic(512, 256, size=16)  # 16x16 images keep every step cheap; the ResNet pools globally
+SMALL = dict(batch_size=32, lr_milestones="", eval_every="8it", log_every="4it", save_every="8it")
+
+
+def setup(steps: int = 20, **overrides) -> Setup:
+    config = tiny_config(**{**SMALL, "steps": f"{steps}it", **overrides})
+    plan = Plan.from_config(config.train, len(DATA.train_y))
+    return Setup(config, torch.device("cpu"), DATA, plan, (DATA.test_x, DATA.test_y))
+
+
+class AsDouble:
+    """A phase transform that feeds float64 batches (see the module docstring)."""
+
+    def batch(self, loader, iteration):
+        x, y = loader.batch(iteration)
+        return x.double(), y
+
+    def weight_decay_factor(self, iteration):
+        return 1.0
+
+
+def random_masks(model, seed: int, density: float = 0.5) -> M.Masks:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.rand(m.shape, generator=g) < density for k, m in M.ones(model).items()}
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+# Replica 0 masked, 1 dense, 2 masked otherwise and on another schedule: all differ in every seed.
+CONFIGS = [dict(model_seed=0, order_seed=10, aug_seed=20),
+           dict(model_seed=1, order_seed=11, aug_seed=21),
+           dict(model_seed=2, order_seed=12, aug_seed=22, lr=0.1, weight_decay=5e-4, lr_milestones="10it")]
+MASKED = {0: 100, 2: 102}  # replica -> mask seed
+
+
+def float64_states() -> list[loop.TrainState]:
+    states = []
+    for k, overrides in enumerate(CONFIGS):
+        s = setup(**overrides)
+        model = s.new_model().double()
+        state = s.state(model)
+        masks = random_masks(model, MASKED[k]) if k in MASKED else None
+        states.append(loop.TrainState(model, state.optimizer, state.loader, state.plan, masks, AsDouble()))
+    return states
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a shared 2-core machine, two OpenMP threads spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def solo_and_parallel():
+    solo = float64_states()
+    for state in solo:
+        for it in range(state.plan.total):
+            loop.train_step(state, it)
+    parallel = float64_states()
+    stacked = Replicas(parallel)
+    for it in range(parallel[0].plan.total):
+        train_step_replicas(stacked, it)
+    stacked.write()
+    return solo, parallel
+
+
+def test_each_replica_ends_where_it_ends_alone(solo_and_parallel):
+    init = [s.model.state_dict() for s in float64_states()]
+    for k, (solo, par) in enumerate(zip(*solo_and_parallel)):
+        assert max_diff(solo.model.state_dict(), par.model.state_dict()) < 1e-9, f"replica {k}"
+        bufs = [solo.optimizer.state[p]["momentum_buffer"] for p in solo.model.parameters()]
+        pbufs = [par.optimizer.state[p]["momentum_buffer"] for p in par.model.parameters()]
+        assert max_diff(dict(enumerate(bufs)), dict(enumerate(pbufs))) < 1e-9
+        acc = [evaluate(copy.deepcopy(s.model).float(), DATA.test_x, DATA.test_y, s.loader.normalize)["acc"]
+               for s in (solo, par)]
+        assert abs(acc[0] - acc[1]) <= 0.01
+        assert max_diff(init[k], par.model.state_dict()) > 1e-2  # it trained: the match is not vacuous
+
+
+def test_masks_stay_zero_and_replicas_keep_their_own(solo_and_parallel):
+    """Each replica also matched its solo run with its own mask (or none) in the test above."""
+    _, parallel = solo_and_parallel
+    for k, state in enumerate(parallel):
+        params = dict(state.model.named_parameters())
+        masks = random_masks(state.model, MASKED[k]) if k in MASKED else M.ones(state.model)
+        for name, mask in masks.items():
+            assert (params[name][~mask] == 0).all(), f"replica {k} {name}"
+            assert (params[name][mask] != 0).all()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_stacked_sgd_is_torch_sgd_bit_for_bit(nesterov):
+    n, shapes = 3, [(4, 3, 3, 3), (4,), (1, 10, 4)]  # a conv, a BatchNorm and an fc, per replica
+    g = torch.Generator().manual_seed(0)
+    alone = [[torch.randn(s, generator=g) for s in shapes] for _ in range(n)]
+    stacked = [torch.cat([alone[k][i] for k in range(n)]).clone() for i in range(len(shapes))]
+    opts = [torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=nesterov) for ps in alone]
+    sgd = StackedSGD(stacked, n, momentum=0.9, nesterov=nesterov)
+    schedules = [([0.1] * 3, [1e-4] * 3), ([0.1, 0.05, 0.1], [1e-4, 5e-4, 0.0]), ([0.02] * 3, [0.0] * 3)]
+    for step in range(6):
+        lrs, wds = schedules[step % 3]
+        grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(n)]
+        for k, opt in enumerate(opts):
+            opt.param_groups[0].update(lr=lrs[k], weight_decay=wds[k])
+            for p, grad in zip(alone[k], grads[k]):
+                p.grad = grad.clone()
+            opt.step()
+        for i, p in enumerate(stacked):
+            p.grad = torch.cat([grads[k][i] for k in range(n)])
+        sgd.step(lrs, wds)
+        for i in range(len(shapes)):
+            assert torch.equal(stacked[i], torch.cat([alone[k][i] for k in range(n)])), f"step {step}"
+            assert torch.equal(sgd.buffers[i], torch.cat([opts[k].state[alone[k][i]]["momentum_buffer"]
+                                                          for k in range(n)]))
+
+
+def test_mismatched_replicas_are_refused(tmp_path):
+    a, b = setup(steps=20), setup(steps=24)
+    with runs.open_run(tmp_path / "a", "trunk", a.config) as ra, runs.open_run(tmp_path / "b", "trunk", b.config) as rb:
+        segments = [Segment(s.state(s.new_model()), r.stage("trunk"), 0, s.test, "none") for s, r in ((a, ra), (b, rb))]
+        with pytest.raises(UserError, match="one plan length; got 20, 24"):
+            run_segments(segments)
+
+
+# Archives: two replicas, 24 iterations, checkpoints at 0, 1, 2, 5, 8, 10, 16, 24.
+ARCHIVE = [dict(SMALL, steps="24it", lr_milestones="12it", **c) for c in CONFIGS[:2]]
+
+
+def weights(root) -> dict[str, torch.Tensor]:
+    stage = Stage(runs.read(root).manifest, "trunk")
+    return stage.load(stage.steps()[-1]).tensors
+
+
+def interrupt(monkeypatch, module, name, at: int):
+    real = getattr(module, name)
+
+    def step(state, iteration):
+        if iteration == at:
+            raise KeyboardInterrupt
+        return real(state, iteration)
+
+    monkeypatch.setattr(module, name, step)
+    return lambda: monkeypatch.setattr(module, name, real)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archives")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trunk, "load_data", lambda config: DATA)
+        configs = [tiny_config(**c) for c in ARCHIVE]
+        train_replicas(configs, [root / "par0", root / "par1"])
+        train(configs[0], root / "solo0")
+    return configs, root
+
+
+@pytest.fixture
+def small_data(monkeypatch):
+    monkeypatch.setattr(trunk, "load_data", lambda config: DATA)
+
+
+def test_interrupted_parallel_run_resumes_to_identical_weights(archives, tmp_path, monkeypatch, small_data):
+    configs, root = archives
+    outs = [tmp_path / "r0", tmp_path / "r1"]
+    restore = interrupt(monkeypatch, replicas, "train_step_replicas", at=20)
+    with pytest.raises(KeyboardInterrupt):
+        train_replicas(configs, outs)
+    restore()
+    shutil.copytree(outs[0], tmp_path / "solo-resume")  # for the solo run below: held up to 16
+    results = train_replicas(configs, outs)
+    assert [r.resumed_from for r in results] == [16, 16]
+    for k, out in enumerate(outs):
+        par = weights(root / f"par{k}")
+        assert all(torch.equal(v, par[key]) for key, v in weights(out).items())
+        pd.testing.assert_frame_equal(pd.read_csv(out / "trunk" / "metrics.csv"),
+                                      pd.read_csv(root / f"par{k}" / "trunk" / "metrics.csv"))
+    # A solo run resumes a parallel run's checkpoint: 8 steps of float32 rounding away from the parallel result.
+    result = train(configs[0], tmp_path / "solo-resume")
+    assert result.resumed_from == 16
+    assert max_diff(weights(tmp_path / "solo-resume"), weights(root / "par0")) < 1e-3
+
+
+def test_parallel_run_resumes_solo_checkpoints(archives, tmp_path, monkeypatch, small_data):
+    configs, root = archives
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    for config, out in zip(configs, outs):
+        restore = interrupt(monkeypatch, loop, "train_step", at=20)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, out)
+        restore()
+    results = train_replicas(configs, outs)
+    assert [r.resumed_from for r in results] == [16, 16]
+    assert max_diff(weights(outs[0]), weights(root / "solo0")) < 1e-3
+
+
+def test_replicas_at_different_steps_resume_from_the_latest_step_all_hold(archives, tmp_path, monkeypatch,
+                                                                         small_data):
+    configs, root = archives
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    for config, out, at in zip(configs, outs, (20, 12)):  # they hold 16 and 10
+        restore = interrupt(monkeypatch, loop, "train_step", at=at)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, out)
+        restore()
+    results = train_replicas(configs, outs)
+    assert [r.resumed_from for r in results] == [10, 10]
+    solo = pd.read_csv(root / "solo0" / "trunk" / "metrics.csv")
+    assert pd.read_csv(outs[0] / "trunk" / "metrics.csv")[["split", "step"]].equals(solo[["split", "step"]])
+    assert max_diff(weights(outs[0]), weights(root / "solo0")) < 1e-3
+
+
+def test_each_replica_archive_has_the_solo_layout(archives):
+    _, root = archives
+    par, solo = root / "par0", root / "solo0"
+    stages = [Stage(runs.read(r).manifest, "trunk") for r in (par, solo)]
+    assert stages[0].steps() == stages[1].steps() == [0, 1, 2, 5, 8, 10, 16, 24]
+    assert runs.read(par).status == runs.read(solo).status == "complete"
+    metrics = [pd.read_csv(r / "trunk" / "metrics.csv") for r in (par, solo)]
+    assert list(metrics[0].columns) == list(metrics[1].columns)
+    assert metrics[0][["split", "step", "epoch", "lr"]].equals(metrics[1][["split", "step", "epoch", "lr"]])
+    for step in (0, 24):
+        a, b = (s.load(step, with_state=True) for s in stages)
+        assert {k: v.shape for k, v in a.tensors.items()} == {k: v.shape for k, v in b.tensors.items()}
+        assert a.metadata == b.metadata
+        oa, ob = a.state["optimizer"], b.state["optimizer"]
+        assert oa["param_groups"] == ob["param_groups"]
+        assert {i: {k: v.shape for k, v in s.items()} for i, s in oa["state"].items()} == \
+               {i: {k: v.shape for k, v in s.items()} for i, s in ob["state"].items()}
+
+
+def test_complete_replicas_are_not_retrained(archives, tmp_path, small_data):
+    configs, root = archives
+    shutil.copytree(root / "par0", tmp_path / "done")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "done" / "trunk" / "checkpoints").iterdir()}
+    results = train_replicas(configs, [tmp_path / "done", tmp_path / "new"])  # the new one trains alone
+    assert [r.resumed_from for r in results] == [24, None]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "done" / "trunk" / "checkpoints").iterdir()} == before
+    assert max_diff(weights(tmp_path / "new"), weights(root / "par1")) < 1e-3
