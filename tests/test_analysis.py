@@ -237,7 +237,7 @@ def test_child_with_the_trunks_seed_and_momentum_reproduces_the_trunk(trunk, tmp
     This checks that children continue the trunk's plan (schedule, batches) from k exactly.
     """
     config, root = trunk
-    with open_run(tmp_path / "branch", "lmc", config) as branch:
+    with open_run(tmp_path / "branch", "lmc", config.to_dict(), config.experiment_dict()) as branch:
         _, (child,) = lmc.train_children(root, 20, order_seeds=(config.train.order_seed,), keep_momentum=True,
                                          stages=[branch.stage("child_0")])
         stage = branch.stage("child_0")

@@ -156,7 +156,8 @@ def test_stacked_sgd_is_torch_sgd_bit_for_bit(nesterov):
 
 def test_mismatched_replicas_are_refused(tmp_path):
     a, b = setup(steps=20), setup(steps=24)
-    with runs.open_run(tmp_path / "a", "trunk", a.config) as ra, runs.open_run(tmp_path / "b", "trunk", b.config) as rb:
+    with runs.open_run(tmp_path / "a", "trunk", a.config.to_dict(), a.config.experiment_dict()) as ra, \
+            runs.open_run(tmp_path / "b", "trunk", b.config.to_dict(), b.config.experiment_dict()) as rb:
         segments = [Segment(s.state(s.new_model()), r.stage("trunk"), 0, s.test, "none") for s, r in ((a, ra), (b, rb))]
         with pytest.raises(UserError, match="one plan length; got 20, 24"):
             run_segments(segments)

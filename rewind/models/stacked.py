@@ -110,5 +110,8 @@ class StackedResNet(CifarResNet):
         states = [m.state_dict(keep_vars=True) for m in models]
         for name, t in self.state_dict(keep_vars=True).items():
             rows = self.per_replica(name, t)
+            grads = self.per_replica(name, t.grad) if isinstance(t, nn.Parameter) and t.grad is not None else None
             for k, state in enumerate(states):
                 state[name].copy_(rows[k])
+                if grads is not None:  # hooks (early-phase statistics) read the last step's gradient
+                    state[name].grad = grads[k].clone()

@@ -241,7 +241,8 @@ def _train(segments: Sequence[Segment]) -> None:
     first, end = segments[0].first, segments[0].end
     # The replicas' models and optimizers are written only where a hook may read them.
     plans = [s.state.plan for s in segments]
-    sync = set().union(*(p.eval_steps | p.log_steps | p.save_steps for p in plans)) | {end}
+    sync = set().union(*(p.eval_steps | p.log_steps | p.save_steps | p.stats_steps | p.fisher_steps
+                         for p in plans)) | {end}
     if segments[0].resumed is None:
         for segment in segments:
             for h in segment.hooks:
