@@ -39,7 +39,7 @@ class Arm:
     end: int
 
 
-def points(text: str, ipe: int, what: str) -> list[int]:
+def points(text: str, ipe: int, what: str = "step") -> list[int]:
     """'0,20,40,60,80ep' -> iterations; a bare number takes the unit written last, as people write it."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     unit = next((u for u in ("ep", "it") if parts and parts[-1].endswith(u) and not parts[-1].endswith("epit")), "")

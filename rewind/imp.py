@@ -10,6 +10,7 @@ settings, which is trained first if it does not exist yet.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
 from rewind.train import trunk
 from rewind.train.schedule import Plan
-from rewind.train.segment import run_segment
+from rewind.train.replicas import run_segments
+from rewind.train.segment import Segment, SegmentResult, train_segment
 from rewind.train.trunk import Setup
 
 
@@ -41,20 +43,25 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     """IMP on the trunk at `from_` (never retrained), or on a trunk trained first into `out`.
 
     With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... and the
-    per-level results are summarised over them in `out/results.csv`.
+    per-level results are summarised over them in `out/results.csv`. With `parallel` P > 1,
+    up to P replicates train together (trunks, then each level) through the replica trainer.
     """
     from rewind.analysis.results import write_replicate_summary
 
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
-    replicates = config.study.replicates
+    replicates, parallel = config.study.replicates, config.study.parallel
     if from_ is not None:
         if replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
-        return [_one(config, Path(from_), reuse=True)]
+        return _group([config], [Path(from_)], reuse=True)
     if replicates == 1:
-        return [_one(config, Path(out), reuse=False)]
-    results = [_one(cfg.replicate(config, r), Path(out) / f"rep-{r:02d}", reuse=False) for r in range(replicates)]
+        return _group([config], [Path(out)], reuse=False)
+    configs = [cfg.replicate(config, r) for r in range(replicates)]
+    roots = [Path(out) / f"rep-{r:02d}" for r in range(replicates)]
+    results = []
+    for i in range(0, replicates, parallel):
+        results += _group(configs[i:i + parallel], roots[i:i + parallel], reuse=False)
     write_replicate_summary(Path(out), [r.rows for r in results])
     return results
 
@@ -67,30 +74,50 @@ def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
     if d.get("status") != "complete":
         raise UserError(f"trunk {root} is not complete (status {d.get('status')}); "
                         "finish it first by running its `rewind train` command again")
-    sections = {k: v for k, v in d["config"].items() if k not in ("imp", "runtime")}
+    sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
     overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study),
                  **dataclasses.asdict(config.runtime)}
     return cfg.from_sections(sections, overrides)
 
 
-def _one(config: cfg.Config, root: Path, reuse: bool) -> ImpResult:
+def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[ImpResult]:
+    """IMP for trunks that train together: same schedule, different seeds (replicates)."""
     if reuse:
-        config = _trunk_config(config, root)
-    setup = Setup.create(config)
-    k = steps.parse(config.imp.rewind_iter, setup.plan.iterations_per_epoch, "rewind point")
-    if k >= setup.plan.total:
-        raise UserError(f"rewind point {k} is not before the end of training ({setup.plan.total} iterations)")
+        configs = [_trunk_config(c, r) for c, r in zip(configs, roots)]
+    setups = [Setup.create(c) for c in configs]
+    ks = [steps.parse(c.imp.rewind_iter, s.plan.iterations_per_epoch, "rewind point") for c, s in zip(configs, setups)]
+    if ks[0] >= setups[0].plan.total:
+        raise UserError(f"rewind point {ks[0]} is not before the end of training ({setups[0].plan.total} iterations)")
     if not reuse:
-        trunk.train(config, root, extra_saves=(k,))
-    trunk_stage = runs.read(root).stage("trunk")
-    if not trunk_stage.has(k, with_state=config.imp.rewind_optimizer):
-        held = ", ".join(map(str, trunk_stage.steps()))
-        raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}. "
-                        f"Choose one of those with --rewind-iter, or train a trunk with --save-at {k}")
-    if config.plain() != config:
+        if len(configs) > 1:
+            trunk.train_replicas(configs, roots, extra_saves=(ks[0],))
+        else:
+            trunk.train(configs[0], roots[0], extra_saves=(ks[0],))
+    for c, root, k in zip(configs, roots, ks):
+        held = runs.read(root).stage("trunk")
+        if not held.has(k, with_state=c.imp.rewind_optimizer):
+            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
+                            f"{', '.join(map(str, held.steps()))}. Choose one of those with --rewind-iter, "
+                            f"or train a trunk with --save-at {k}")
+    if configs[0].plain() != configs[0]:
         # Controls and perturbations reuse the plain branch's masks level by level: train it first if needed.
-        _one(config.plain(), root, reuse=True)
-    return _branch(config, setup, root, k)
+        _train_branches([Branch(c.plain(), s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)])
+    return _train_branches([Branch(c, s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)])
+
+
+def _train_branches(branches: list["Branch"]) -> list[ImpResult]:
+    """Every level of every branch; the branches of one level train together when there are several."""
+    with ExitStack() as stack:
+        for b in branches:
+            stack.enter_context(b)
+        for level in range(1, branches[0].config.imp.levels + 1):
+            segments = [b.segment(level) for b in branches]
+            results = run_segments(segments) if len(segments) > 1 else [train_segment(segments[0])]
+            for b, segment, result in zip(branches, segments, results):
+                b.finish(level, segment, result)
+        for b in branches:
+            b.run.update(status="complete")
+    return [b.result() for b in branches]
 
 
 def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
@@ -105,41 +132,55 @@ def _level_plan(plan: Plan, k: int, save_every: int) -> Plan:
     return dataclasses.replace(plan, save_steps=frozenset(saves))
 
 
-def _branch(config: cfg.Config, setup: Setup, root: Path, k: int) -> ImpResult:
-    from rewind.analysis.results import write_imp_results
+class Branch:
+    """One IMP branch of a trunk while it trains: its lock, its masks, one segment per level."""
 
-    imp = config.imp
-    path = branch_path(config, root, k)
-    trunk_run = runs.read(root)
-    trunk_stage = trunk_run.stage("trunk")
-    rewind = trunk_stage.load(k, with_state=imp.rewind_optimizer)
-    plan = _level_plan(setup.plan, k, steps.parse(config.train.save_every, setup.plan.iterations_per_epoch))
-    plain = branch_path(config.plain(), root, k) if config.plain() != config else None
+    def __init__(self, config: cfg.Config, setup: Setup, root: Path, k: int):
+        self.config, self.setup, self.root, self.k = config, setup, root, k
+        self.path = branch_path(config, root, k)
+        self.plain = branch_path(config.plain(), root, k) if config.plain() != config else None
+        self.plan = _level_plan(setup.plan, k, steps.parse(config.train.save_every, setup.plan.iterations_per_epoch))
 
-    with open_run(path, "imp", config.to_dict(), config.branch_identity(), trunk=str(root), rewind_iter=k) as branch:
-        done = branch.manifest.data.setdefault("levels", {})  # level -> its results row
-        done["0"] = _row(0, M.ones(setup.new_model()), trunk_run.manifest.data, config, k)
-        weights = trunk_stage.load(setup.plan.total).tensors
-        masks = M.ones(setup.new_model())
-        for level in range(1, imp.levels + 1):
-            masks = _level_masks(branch, level, weights, masks, config, plain)
-            model = _start_model(setup, rewind.tensors, config, level, masks)
-            state = setup.state(model, plan, masks)
-            if imp.rewind_optimizer:
-                _restore_momentum(state, rewind.state["optimizer"], masks)
-            stage = branch.stage(f"level_{level:02d}")
-            scalars = {"density": M.density(masks), "remaining": M.remaining(masks)}
-            result = run_segment(state, stage, k, setup.test, config.runtime.progress, f"level {level}",
-                                 start_scalars=("sparsity", scalars))
-            weights = {n: t.detach().cpu() for n, t in state.model.state_dict().items()}
-            done[str(level)] = _row(level, masks, {"final_test": result.final_test,
-                                                   "best_test_acc": result.best_test_acc}, config, k)
-            branch.update(levels_done=max(int(n) for n in done))
-            # Every level this branch holds, also those of an earlier, longer run.
-            write_imp_results(branch.root, [done[n] for n in sorted(done, key=int)])
-        branch.update(status="complete")
-    rows = [done[n] for n in sorted(done, key=int) if int(n) <= imp.levels]
-    return ImpResult(root, path, rows)
+    def __enter__(self) -> "Branch":
+        c, k = self.config, self.k
+        self._ctx = open_run(self.path, "imp", c.to_dict(), c.branch_identity(), trunk=str(self.root), rewind_iter=k)
+        self.run = self._ctx.__enter__()
+        trunk_run = runs.read(self.root)
+        trunk_stage = trunk_run.stage("trunk")
+        self.rewind = trunk_stage.load(k, with_state=c.imp.rewind_optimizer)
+        self.weights = trunk_stage.load(self.setup.plan.total).tensors  # what level 1 prunes
+        self.masks = M.ones(self.setup.new_model())
+        self.done = self.run.manifest.data.setdefault("levels", {})  # level -> its results row
+        self.done["0"] = _row(0, self.masks, trunk_run.manifest.data, c, k)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+    def segment(self, level: int) -> Segment:
+        c = self.config
+        self.masks = _level_masks(self.run, level, self.weights, self.masks, c, self.plain)
+        model = _start_model(self.setup, self.rewind.tensors, c, level, self.masks)
+        state = self.setup.state(model, self.plan, self.masks)
+        if c.imp.rewind_optimizer:
+            _restore_momentum(state, self.rewind.state["optimizer"], self.masks)
+        scalars = {"density": M.density(self.masks), "remaining": M.remaining(self.masks)}
+        return Segment(state, self.run.stage(f"level_{level:02d}"), self.k, self.setup.test,
+                       c.runtime.progress, f"level {level}", start_scalars=("sparsity", scalars))
+
+    def finish(self, level: int, segment: Segment, result: SegmentResult) -> None:
+        from rewind.analysis.results import write_imp_results
+
+        self.weights = {n: t.detach().cpu() for n, t in segment.state.model.state_dict().items()}
+        self.done[str(level)] = _row(level, self.masks, {"final_test": result.final_test,
+                                                         "best_test_acc": result.best_test_acc}, self.config, self.k)
+        self.run.update(levels_done=max(int(n) for n in self.done))
+        # Every level this branch holds, also those of an earlier, longer run.
+        write_imp_results(self.run.root, [self.done[n] for n in sorted(self.done, key=int)])
+
+    def result(self) -> ImpResult:
+        rows = [self.done[n] for n in sorted(self.done, key=int) if int(n) <= self.config.imp.levels]
+        return ImpResult(self.root, self.path, rows)
 
 
 def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.Config,

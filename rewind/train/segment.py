@@ -129,8 +129,12 @@ def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.T
 
     `start_scalars` = (split, values) are logged once at `start` (e.g. a level's sparsity).
     """
-    segment = Segment(state, stage, start, test, progress, label, extra_tensors, on_restore, start_scalars)
-    held = segment.resumable()
+    return train_segment(Segment(state, stage, start, test, progress, label, extra_tensors, on_restore, start_scalars))
+
+
+def train_segment(segment: Segment) -> SegmentResult:
+    """Train one segment alone (the N-model counterpart is `replicas.run_segments`)."""
+    state, held = segment.state, segment.resumable()
     try:
         hooks = segment.open(max(held) if held else None)
         loop.run(state, segment.first, segment.end, hooks, at_start=segment.resumed is None)

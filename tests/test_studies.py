@@ -1,0 +1,150 @@
+"""The studies built on a trunk: pre-training, parallel replicates, perturbations, critical periods,
+early-phase statistics (online and offline), Fisher trace and linear mode connectivity."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli, tiny_config
+from rewind import critical, imp
+from rewind.archive import run as runs
+from rewind.prune import masks as M
+from rewind.train.trunk import train
+
+SHORT = dict(steps="60it", lr_milestones="40it", eval_every="20it", rewind_iter="20it", levels=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, cache):
+    """A trunk with online statistics and Fisher trace, and a one-level IMP branch at k=20."""
+    root = tmp_path_factory.mktemp("studies") / "run"
+    config = tiny_config(data_dir=cache, fisher_every="20it", stats_every="10it", stats_until="40it", **SHORT)
+    [result] = imp.run(config, out=root)
+    return config, root, result
+
+
+def load(root, stage, step):
+    return runs.read(root).stage(stage).load(step).tensors
+
+
+@pytest.mark.parametrize("mode", ["blur", "rotation", "random-labels", "subset"])
+def test_pretrained_weights_are_the_trunks_iteration_0(tmp_path, cache, mode):
+    config = tiny_config(data_dir=cache, steps="20it", pretrain=mode, pretrain_steps="20it")
+    train(config, tmp_path / "run")
+    pre = runs.read(tmp_path / "run").stage("trunk/pretrain")
+    assert pre.steps()[-1] == 20
+    pretrained, trunk0 = pre.load(20).tensors, load(tmp_path / "run", "trunk", 0)
+    if mode == "rotation":
+        assert pretrained["fc.weight"].shape[0] == 4 and trunk0["fc.weight"].shape[0] == 10  # fresh 10-way head
+        assert not torch.equal(pretrained["conv.weight"], load(tmp_path / "run", "trunk", 20)["conv.weight"])
+    body = [k for k in trunk0 if not k.startswith("fc.")]
+    assert all(torch.equal(pretrained[k], trunk0[k]) for k in body)
+    # Pre-training changed the weights: iteration 0 is not a fresh init.
+    fresh = tiny_config(data_dir=cache, steps="20it")
+    train(fresh, tmp_path / "fresh")
+    assert not torch.equal(load(tmp_path / "fresh", "trunk", 0)["conv.weight"], trunk0["conv.weight"])
+
+
+def test_parallel_replicates_match_sequential_ones(tmp_path, cache):
+    base = tiny_config(data_dir=cache, replicates=2, **SHORT)
+    seq = imp.run(base, out=tmp_path / "seq")
+    par = imp.run(base.with_values(parallel=2), out=tmp_path / "par")
+    for a, b in zip(seq, par):
+        assert [r["remaining"] for r in a.rows] == [r["remaining"] for r in b.rows]
+        # Grouped convolutions round differently from plain ones; float64 equality is tested in test_replicas.
+        assert [r["final_test_acc"] for r in a.rows] == pytest.approx([r["final_test_acc"] for r in b.rows], abs=0.05)
+        trunk_a, trunk_b = load(a.trunk, "trunk", 60), load(b.trunk, "trunk", 60)
+        w_a, w_b = trunk_a["blocks.2.conv2.weight"], trunk_b["blocks.2.conv2.weight"]
+        assert (w_a - w_b).norm() / w_a.norm() < 0.1
+    rep0, rep1 = (load(r.trunk, "trunk", 60)["blocks.2.conv2.weight"] for r in seq)
+    assert (rep0 - rep1).norm() / rep0.norm() > 1.0  # what "different" looks like: another seed
+    assert pd.read_csv(tmp_path / "par" / "results.csv").replicates.tolist() == [2, 2]
+
+
+def test_perturbation_branch_keeps_the_plain_mask(archive):
+    config, root, plain = archive
+    [noisy] = imp.run(config.with_values(perturb="noise", perturb_scale=0.5), from_=root)
+    assert "-noise-" in noisy.branch.name
+    mask = M.load(plain.branch / "level_01" / "mask.safetensors")
+    assert all(torch.equal(mask[n], m) for n, m in M.load(noisy.branch / "level_01" / "mask.safetensors").items())
+    start = runs.read(noisy.branch).stage("level_01").load(20).tensors
+    rewind = load(root, "trunk", 20)
+    for name, m in mask.items():
+        assert torch.all(start[name][~m] == 0)
+        diff = (start[name] - rewind[name])[m]
+        std = (2 / rewind[name][0].numel()) ** 0.5  # kaiming init std of the layer
+        assert 0.35 * std < diff.std() < 0.65 * std  # noise of scale 0.5 init std
+
+
+def test_online_statistics_and_fisher_trace_are_logged(archive):
+    _, root, _ = archive
+    metrics = pd.read_csv(root / "trunk" / "metrics.csv")
+    early = metrics[metrics.split == "early"].set_index("step")
+    assert early.index.tolist() == [0, 1, 2, 5, 10, 20, 25, 30, 40]  # dense points and every 10, to 40
+    assert early.loc[0, "dist_init_l2"] == 0.0 and early.loc[0, "sign_diff_init"] == 0.0
+    assert (early.loc[[10, 20, 40], "dist_init_l2"].diff().dropna() > 0).all()  # moving away from init
+    fisher = metrics[metrics.split == "fisher"].set_index("step")
+    assert fisher.index.tolist() == [0, 20, 40, 60] and (fisher.trace > 0).all()
+    assert (fisher.trace >= fisher.trace_prunable).all()
+
+
+def test_stats_writes_the_early_phase_table_and_mask_overlaps(archive, capsys):
+    config, root, plain = archive
+    imp.run(config.with_values(levels=2), from_=root)  # a second level in the same branch
+    code, out, err = run_cli(["stats", str(root)], capsys)
+    assert code == 0, err
+    table = pd.read_csv(root / "trunk" / "analysis" / "early_phase.csv")
+    assert table.step.tolist() == runs.read(root).stage("trunk").steps()
+    assert {"mean_abs_w", "dist_init_l2", "sign_diff_init", "dist_final_l2", "grad_norm"} <= set(table.columns)
+    overlaps = pd.read_csv(root / "trunk" / "analysis" / "mask_overlap.csv")
+    one_two = overlaps[(overlaps.level_a == 1) & (overlaps.level_b == 2) & (overlaps.branch_a == overlaps.branch_b)]
+    assert one_two.jaccard.iloc[0] == pytest.approx(0.8, abs=1e-3)  # level 2 keeps 80% of level 1's weights
+
+
+def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
+    _, root, _ = archive
+    code, out, err = run_cli(["stability", str(root), "--at", "20,40", "--points", "3", "--progress", "none"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(root / "trunk" / "analysis" / "instability.csv")
+    assert table.k.tolist() == [20, 40] and (table.barrier >= 0).all()
+    assert len(list((root / "branches").glob("stability-k20-*/child_1/checkpoints/*.safetensors"))) > 0
+
+
+def test_critical_period_sweep_trains_the_trunk_once(tmp_path, cache):
+    config = tiny_config(data_dir=cache, deficit="blur(size=4)", removal="0,20,40it", after="20it", lr_milestones="")
+    summary = critical.run(config, tmp_path / "cp")
+    assert summary.removal.tolist() == [0, 20, 40] and summary.replicates.tolist() == [1, 1, 1]
+    assert (tmp_path / "cp" / "results.png").exists()
+    manifest = json.loads((tmp_path / "cp" / "manifest.json").read_text())
+    assert manifest["config"]["train"]["deficit"] == "blur(size=4):0it-" and manifest["total_iterations"] == 40
+    for t in (0, 20, 40):
+        [branch] = (tmp_path / "cp" / "branches").glob(f"critical-{t}-*")
+        start = runs.read(branch).stage("continuation").load(t).tensors
+        assert all(torch.equal(start[k], v) for k, v in load(tmp_path / "cp", "trunk", t).items())
+        assert runs.read(branch).stage("continuation").steps()[-1] == t + 20
+
+
+def test_critical_period_windows_and_points():
+    config = tiny_config(deficit="blur", window="10it", starts="0,20it", after="30it")
+    trunk_deficit, length, arms = critical.plan_arms(config, 16)
+    assert trunk_deficit == "" and length == 20
+    assert [(a.start, a.deficit, a.end) for a in arms] == [(0, "blur:0it-10it", 40), (20, "blur:20it-30it", 60)]
+    assert critical.points("0,20,40,60,80ep", 391) == [0, 7820, 15640, 23460, 31280]
+    added = critical.plan_arms(tiny_config(deficit="no-weight-decay", removal="0,5ep", direction="add"), 16)
+    assert added[0] == "" and [a.deficit for a in added[2]] == ["no-weight-decay:0it-", "no-weight-decay:80it-"]
+
+
+def test_train_with_a_deficit_window_and_a_bad_one(tmp_path, cache, capsys):
+    code, _, err = run_cli(["train", "--data", "synthetic", "--model", "resnet8", "--width", "8", "--steps", "20it",
+                            "--deficit", "blurr:0it-10it", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "bad phase 'blurr:0it-10it'" in err
+    config = tiny_config(data_dir=cache, steps="20it", deficit="no-weight-decay:0it-10it,vertical-flip:5it-15it")
+    train(config, tmp_path / "ok")
+    assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["config"]["train"]["deficit"] == config.train.deficit
