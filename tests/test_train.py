@@ -124,3 +124,13 @@ def test_rerunning_a_complete_run_changes_nothing(reference):
     again = train(config, root)
     assert again.final_test == result.final_test
     assert {p: p.stat().st_mtime_ns for p in (root / "trunk" / "checkpoints").iterdir()} == before
+
+
+def test_compiled_step_gives_the_eager_weights(tmp_path, monkeypatch):
+    """The compile path (used on CUDA) wraps the same model; with the eager backend it must not change a bit."""
+    monkeypatch.setenv("REWIND_COMPILE_BACKEND", "eager")
+    config = tiny_config(data_dir=str(tmp_path / "cache"), steps="10it", eval_every="10it", stats_every="0it")
+    train(config, tmp_path / "eager")
+    result = train(config.with_values(compile="on"), tmp_path / "compiled")
+    assert result.final_test["acc"] > 0
+    assert_same_weights(tmp_path / "eager", tmp_path / "compiled")

@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,49 @@ def bench_fast(setup: Setup, iters: int, warmup: int) -> float:
     return iters * setup.config.train.batch_size / (time.perf_counter() - start)
 
 
+def bench_replicas(setup: Setup, n: int, iters: int, warmup: int) -> float:
+    """Aggregate images per second of n replicas (different seeds) trained as one stacked model."""
+    from rewind.train.replicas import Replicas, train_step_replicas
+
+    states = []
+    for r in range(n):
+        s = dataclasses.replace(setup, config=cfg.replicate(setup.config, r))
+        states.append(s.state(s.new_model()))
+    replicas = Replicas(states)
+    replicas.model.train()
+    for it in range(warmup):
+        train_step_replicas(replicas, it)
+    sync(setup.device)
+    start = time.perf_counter()
+    for it in range(warmup, warmup + iters):
+        train_step_replicas(replicas, it)
+    sync(setup.device)
+    return n * iters * setup.config.train.batch_size / (time.perf_counter() - start)
+
+
+def stats_overhead(setup: Setup, step_seconds: float, repeats: int = 20) -> tuple[float, float]:
+    """(seconds per online-statistics log step, fraction of training time at the default cadence)."""
+    from rewind.analysis.early import EarlyStats
+
+    class Discard:
+        def log(self, *args, **kwargs):
+            pass
+
+    state = setup.state(setup.new_model())
+    loop.train_step(state, 0)
+    hook = EarlyStats(Discard(), {1})
+    hook.at(0, state)  # copies the init reference
+    sync(setup.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        hook.at(1, state)
+    sync(setup.device)
+    per_log = (time.perf_counter() - start) / repeats
+    plan = setup.plan
+    first = [s for s in plan.stats_steps if s < 4000]
+    return per_log, per_log * len(first) / (min(4000, plan.total) * step_seconds)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -102,6 +146,8 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 30 CPU, 300 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 CPU, 50 GPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (default: cores)")
+    p.add_argument("--replicas", default=None, help="replica counts, e.g. '1,4,8,16' (default: that on GPU, 1,2 on CPU)")
+    p.add_argument("--full-run", action="store_true", help="on CUDA, also time one whole 160-epoch run with evaluation")
     args = p.parse_args()
 
     overrides = {"source": args.data, "data_dir": args.data_dir, "device": args.device, "steps": "160ep"}
@@ -120,9 +166,28 @@ def main() -> None:
     fast = bench_fast(setup, iters, warmup)
     print(f"fast (rewind trainer):                                  {fast:10.0f} images/s  "
           f"({fast / ref:.2f}x reference)")
+    per_log, fraction = stats_overhead(setup, 128 / fast)
+    print(f"online early-phase statistics: {1000 * per_log:.1f} ms per log step, "
+          f"{100 * fraction:.2f}% of training time over the first 4000 iterations at the default cadence")
+    counts = [int(n) for n in (args.replicas or ("1,4,8,16" if gpu else "1,2")).split(",")]
+    rep_iters = iters if gpu else max(3, iters // 6)
+    single = None
+    for n in counts:
+        rate = bench_replicas(setup, n, rep_iters, min(warmup, 2) if not gpu else warmup)
+        single = single or (rate if n == 1 else None)
+        vs = f"({rate / fast:.2f}x the single fast run" + (f", {rate / single:.2f}x replicas N=1)" if single else ")")
+        print(f"replicas N={n:<3} aggregate:                             {rate:10.0f} images/s  {vs}")
     if gpu:
         total = setup.plan.total
-        print(f"one 160-epoch run ({total} iterations) at this rate: {total * 128 / fast:.0f} s without evaluation")
+        print(f"one 160-epoch run ({total} iterations) at the fast rate: {total * 128 / fast:.0f} s without evaluation")
+    if gpu and args.full_run:
+        from rewind.train.trunk import train
+
+        config = setup.config.with_values(stats_every="0it", progress="none", save_every="160ep")
+        start = time.perf_counter()
+        result = train(config, Path("runs") / f"bench-full-{int(start)}")
+        print(f"full 160-epoch run with evaluation every epoch: {time.perf_counter() - start:.0f} s, "
+              f"test accuracy {100 * result.final_test['acc']:.2f}%")
 
 
 if __name__ == "__main__":

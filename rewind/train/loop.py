@@ -59,7 +59,7 @@ def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.T
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
     x, y = state.batch(iteration)
-    logits = (state.forward or state.model)(x)
+    logits = (state.forward if state.forward is not None else state.model)(x)
     loss = F.cross_entropy(logits, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

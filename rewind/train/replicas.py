@@ -18,6 +18,7 @@ from rewind.errors import UserError
 from rewind.models.stacked import StackedResNet
 from rewind.prune.masks import Applier
 from rewind.train.loop import TrainState
+from rewind.train.optim import compiled
 from rewind.train.segment import Segment, SegmentResult
 
 
@@ -95,7 +96,9 @@ class Replicas:
         self.names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
         self.applier = self._masks()
-        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # a compiled model, when used
+        # Compiled when the replicas' own states are (same setting, same device).
+        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = (
+            compiled(self.model, "on", None) if self.states[0].forward is not None else None)
         self.last: tuple[list[float], list[float]] | None = None  # (lrs, wds) of the last step
         self.load()
 
@@ -186,7 +189,7 @@ def train_step_replicas(replicas: Replicas, iteration: int) -> tuple[torch.Tenso
                         + ", ".join(str(len(y)) for _, y in batches))
     x = torch.cat([x for x, _ in batches], dim=1).contiguous(memory_format=torch.channels_last)
     y = torch.stack([y for _, y in batches])  # (N, B)
-    logits = (replicas.forward or replicas.model)(x)  # (N, B, classes)
+    logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
     losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
     replicas.model.zero_grad(set_to_none=True)
     losses.sum().backward()
