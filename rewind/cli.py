@@ -113,6 +113,19 @@ def runtime_overrides(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+@cli.command("warm-start")
+@config_options(("data", "model", "train", "warm", "runtime"))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
+def warm_start(config_file: str | None, out: str, **options: Any) -> None:
+    """Warm starting: train on a subset, then on all data from those weights (as is, shrink-perturbed,
+    or with layers reset), compared with training from scratch."""
+    from rewind.warm import run
+
+    table = run(build_config(config_file, options), out)
+    click.echo(_table([{"arm": r["arm"], "test_acc": f"{100 * r['final_test_acc']:.2f}%",
+                        "vs scratch": f"{100 * r['gap_to_scratch']:+.2f}"} for r in table.to_dict("records")]))
+
+
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @config_options(("runtime",), with_file=False)

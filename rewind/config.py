@@ -113,6 +113,16 @@ class CriticalConfig:
 
 
 @dataclass(frozen=True)
+class WarmConfig:
+    warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase")
+    warm_seed: int = _f(0, "warm start: seed of that subset")
+    second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
+    shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh")
+    perturb_sigma: float = _f(0.01, "shrink-perturb: sigma")
+    reset_layers: str = _f("blocks.6,blocks.7,blocks.8,fc", "reset arm: layers re-initialised before phase two")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     replicates: int = _f(1, "independent runs with every seed shifted by 0..R-1; results report mean and spread")
     parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)")
@@ -136,6 +146,7 @@ class Config:
     pretrain: PretrainConfig = PretrainConfig()
     imp: ImpConfig = ImpConfig()
     critical: CriticalConfig = CriticalConfig()
+    warm: WarmConfig = WarmConfig()
     study: StudyConfig = StudyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
@@ -148,7 +159,7 @@ class Config:
     def experiment_dict(self) -> dict[str, dict[str, Any]]:
         """The part of the config that determines the trunk (not `runtime`, not the IMP branch settings)."""
         d = self.to_dict()
-        del d["runtime"], d["imp"], d["critical"], d["study"]
+        del d["runtime"], d["imp"], d["critical"], d["warm"], d["study"]
         d["data"]["source"] = dataset_identity(self.data.source)
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
@@ -179,9 +190,9 @@ class Config:
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                              "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
-                             "study": StudyConfig, "runtime": RuntimeConfig}
+                             "warm": WarmConfig, "study": StudyConfig, "runtime": RuntimeConfig}
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter", "after",
-               "window", "stats_every", "stats_until", "fisher_every")
+               "window", "stats_every", "stats_until", "fisher_every", "second_steps")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at")
 
 

@@ -56,3 +56,18 @@ def test_hash_ignores_runtime_and_dataset_location_but_not_hyperparameters():
     assert a.hash() == b.hash()
     assert a.hash() != a.with_values(lr=0.05).hash()
     assert a.hash() != a.with_values(order_seed=1).hash()
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar10", "smoke", "critical_period_blur", "critical_period_smoke"])
+def test_shipped_configs_load(name):
+    c = cfg.load(f"configs/{name}.toml")
+    assert c.data.source == "cifar10"
+
+
+def test_critical_period_recipe_is_achilles():
+    t = cfg.load("configs/critical_period_blur.toml").train
+    assert (t.lr, t.lr_epoch_decay, t.weight_decay, t.momentum, t.batch_size) == (0.075, 0.97, 5e-4, 0.9, 128)
+    from rewind.train.schedule import Plan
+
+    plan = Plan.from_config(t, 50000)
+    assert plan.lr_at(391 * 10) == pytest.approx(0.075 * 0.97**10)

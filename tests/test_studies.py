@@ -148,3 +148,23 @@ def test_train_with_a_deficit_window_and_a_bad_one(tmp_path, cache, capsys):
     config = tiny_config(data_dir=cache, steps="20it", deficit="no-weight-decay:0it-10it,vertical-flip:5it-15it")
     train(config, tmp_path / "ok")
     assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["config"]["train"]["deficit"] == config.train.deficit
+
+
+def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
+    from rewind import warm
+
+    config = tiny_config(data_dir=cache, steps="30it", second_steps="30it", eval_every="30it")
+    table = warm.run(config, tmp_path / "ws")
+    assert table.arm.tolist() == ["warm", "shrink-perturb", "reset", "scratch"]
+    assert table.set_index("arm").loc["scratch", "gap_to_scratch"] == 0.0
+    first = load(tmp_path / "ws", "trunk", 30)
+    start = {arm: runs.read(p).stage("second").load(0).tensors
+             for arm in ("warm", "shrink-perturb", "reset", "scratch")
+             for p in (tmp_path / "ws" / "branches").glob(f"warm-{arm}-*")}
+    assert all(torch.equal(start["warm"][k], v) for k, v in first.items())
+    assert not torch.equal(start["scratch"]["conv.weight"], first["conv.weight"])
+    w, sp = first["conv.weight"], start["shrink-perturb"]["conv.weight"]
+    assert (sp - 0.6 * w).abs().max() < 0.01 * 4  # sigma * a fresh kaiming draw is small
+    assert torch.equal(start["reset"]["conv.weight"], w) and not torch.equal(start["reset"]["fc.weight"], first["fc.weight"])
+    trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["train"]
+    assert trunk_config["deficit"] == "subset(fraction=0.5,seed=0):0it-"  # the first phase saw half the data

@@ -1,0 +1,74 @@
+"""Warm starting (Ash & Adams 2020; Berariu et al. 2021): does training first on part of the data hurt?
+
+The trunk trains on a seeded subset of the training set. Every arm then trains on all of it for
+the same budget, with a fresh optimizer and a fresh learning-rate schedule, starting from:
+
+- warm: the trunk's final weights;
+- shrink-perturb: lam * theta + sigma * theta_fresh (a fresh init);
+- reset: the trunk's weights with the chosen layers re-initialised;
+- scratch: a fresh init (the baseline the others are compared with).
+
+All arms read the same first-phase checkpoint of the trunk; each is a branch under it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rewind import config as cfg
+from rewind import models, seeds
+from rewind.archive import run as runs
+from rewind.archive.atomic import write_text
+from rewind.archive.run import open_run
+from rewind.train import trunk
+from rewind.train.segment import run_segment
+from rewind.train.trunk import Setup
+from rewind.train.warmstart import reset_layers, shrink_perturb
+
+ARMS = ("warm", "shrink-perturb", "reset", "scratch")
+
+
+def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
+    w, out = config.warm, Path(out)
+    first = config.with_values(deficit=f"subset(fraction={w.warm_fraction},seed={w.warm_seed}):0it-")
+    trunk.train(first, out)
+    trunk_run = runs.read(out)
+    first_weights = trunk_run.stage("trunk").load(trunk_run.manifest.data["total_iterations"]).tensors
+    second = config.with_values(steps=w.second_steps)
+    setup = Setup.create(second)
+    rows = []
+    for arm in ARMS:
+        identity = {"trunk": first.hash(), "arm": arm, "second": second.hash(),
+                    **({"lam": w.shrink, "sigma": w.perturb_sigma} if arm == "shrink-perturb" else {}),
+                    **({"reset": w.reset_layers} if arm == "reset" else {})}
+        path = out / "branches" / f"warm-{arm}-{runs.identity_hash(identity)[:8]}"
+        with open_run(path, "warm-start", second.to_dict(), identity) as branch:
+            model = _start(setup, arm, first_weights, config)
+            result = run_segment(setup.state(model), branch.stage("second"), 0, setup.test,
+                                 config.runtime.progress, arm)
+            branch.update(status="complete", final_test=result.final_test)
+        rows.append({"arm": arm, "final_test_acc": result.final_test["acc"], "best_test_acc": result.best_test_acc})
+    table = pd.DataFrame(rows)
+    scratch = table.set_index("arm").loc["scratch", "final_test_acc"]
+    table["gap_to_scratch"] = table["final_test_acc"] - scratch
+    write_text(out / "warm_start.csv", table.to_csv(index=False))
+    return table
+
+
+def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
+    model = setup.new_model()
+    if arm == "scratch":
+        return model
+    keys = model.state_dict().keys()
+    model.load_state_dict({k: v for k, v in first_weights.items() if k in keys})
+    m = config.model
+    # A fresh init distinct from the trunk's own init (which `scratch` uses).
+    fresh = models.build(m.model, m.width, setup.data.num_classes, seeds.derive(config.train.model_seed, "warm-fresh"))
+    fresh = fresh.to(setup.device)
+    if arm == "shrink-perturb":
+        shrink_perturb(model, fresh, config.warm.shrink, config.warm.perturb_sigma)
+    elif arm == "reset":
+        reset_layers(model, fresh, [p.strip() for p in config.warm.reset_layers.split(",") if p.strip()])
+    return model
