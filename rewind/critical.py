@@ -112,16 +112,10 @@ def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
 
 
 def _plot(path: Path, df: pd.DataFrame, key: str, config: cfg.Config) -> None:
-    import io
+    from rewind.analysis.plots import figure, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rewind.archive.atomic import write_bytes
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = figure()
+    ax = fig.subplots()
     yerr = 100 * df["final_test_acc_std"].fillna(0)
     ax.errorbar(df[f"{key}_epoch"], 100 * df["final_test_acc_mean"], yerr=yerr, marker="o", capsize=3)
     what = "deficit window start (epoch)" if key == "window_start" else (
@@ -130,9 +124,5 @@ def _plot(path: Path, df: pd.DataFrame, key: str, config: cfg.Config) -> None:
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(f"critical period: {_spec(config)}")
     ax.grid(True, alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 

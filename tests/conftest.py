@@ -26,6 +26,20 @@ def tiny(tmp_path, monkeypatch):
     return tiny_config(data_dir=str(tmp_path / "cache"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny tensors: on a 2-core machine shared with other
+    processes, two OpenMP threads waiting on each other made steps up to ten times slower.
+    Modules opt in (`pytestmark = pytest.mark.usefixtures("one_thread")`): results depend on the
+    thread count, so tests that compare runs across processes keep the default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run `rewind ARGS` in-process; returns (exit code, stdout, stderr)."""
     from rewind.cli import main

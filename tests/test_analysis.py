@@ -20,14 +20,7 @@ from rewind.train.trunk import Setup, train
 HELD = [0, 1, 2, 5, 10, 20, 25, 40]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these models are too small to gain from two, and on a shared CPU two
-    threads waiting for each other made a step ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,7 @@ from rewind.errors import UserError
 from rewind.train.warmstart import reset_layers, shrink_perturb
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: one thread is faster than two fighting other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed=0, num_classes=10):

@@ -2,7 +2,6 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rewind import data as D
 from rewind.data import phases as P
@@ -12,13 +11,7 @@ from rewind.errors import UserError
 N, BATCH = 300, 64  # 5 iterations per epoch, the last one short
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: one thread is faster than two fighting other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=N, seed=0):

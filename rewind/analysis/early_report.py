@@ -13,7 +13,6 @@ Column definitions and normalisations are in `rewind.analysis.early`.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from rewind import seeds
 from rewind.analysis.archive import reopen
+from rewind.analysis.plots import figure, png_bytes
 from rewind.analysis.early import (STATISTICS, grad_norm, layer_of, load_weights, prunable_weights, to_floats,
                                    weight_stats, whole_first)
 from rewind.archive import run as runs
@@ -156,11 +156,7 @@ PANELS = (("test accuracy", (("test_acc", None),)), ("gradient norm (fixed batch
 
 def figure_png(table: pd.DataFrame) -> bytes:
     """The paper-style panels as PNG bytes (Agg canvas; pyplot's global state is left alone)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4 * len(PANELS), 3.6))
-    FigureCanvasAgg(fig)
+    fig = figure(4 * len(PANELS), 3.6, dpi=100)
     last = int(table.step.max())
     for ax, (title, columns) in zip(fig.subplots(1, len(PANELS)), PANELS):
         for col, label in columns:
@@ -176,7 +172,4 @@ def figure_png(table: pd.DataFrame) -> bytes:
         ax.grid(alpha=0.3)
         if len(columns) > 1:
             ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return png_bytes(fig)

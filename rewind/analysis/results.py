@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from rewind.archive.atomic import write_bytes, write_text
+from rewind.analysis.plots import figure, save_png
+from rewind.archive.atomic import write_text
 
 
 def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = figure()
+    ax = fig.subplots()
     for label, df in series:
         x = 100 * df["density"]
         if "final_test_acc_std" in df:
@@ -34,11 +30,7 @@ def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> Non
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def _label(df: pd.DataFrame) -> str:

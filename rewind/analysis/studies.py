@@ -8,7 +8,6 @@ linear path between them: the instability curve over k.
 
 from __future__ import annotations
 
-import io
 import itertools
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rewind import steps
 from rewind.analysis.early_report import write_early_phase
 from rewind.analysis.lmc import barrier, train_children
 from rewind.analysis.overlap import overlap
+from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text
 from rewind.archive.lock import FolderLock
@@ -103,20 +103,12 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
 
 
 def _instability_png(table: pd.DataFrame) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = figure()
+    ax = fig.subplots()
     ax.plot(table["k"], 100 * table["barrier"], marker="o")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("rewind iteration k")
     ax.set_ylabel("error barrier (%)")
     ax.set_title("instability: barrier between two children trained from k")
     ax.grid(True, alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

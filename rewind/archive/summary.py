@@ -37,7 +37,7 @@ def describe(path: Path) -> str:
         f"kind       {d.get('kind')}",
         f"status     {d.get('status')}",
         f"created    {d.get('created')}  by: {d.get('command')}",
-        f"versions   " + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()),
+        "versions   " + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()),
         f"config     {d.get('config_hash')}  ({d.get('iterations_per_epoch')} iterations per epoch)",
         f"test acc   {_last_test(d)} final, "
         + (f"{100 * d['best_test_acc']:.2f}% best" if "best_test_acc" in d else "- best"),
