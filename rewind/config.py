@@ -119,7 +119,8 @@ class WarmConfig:
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
     shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh")
     perturb_sigma: float = _f(0.01, "shrink-perturb: sigma")
-    reset_layers: str = _f("blocks.6,blocks.7,blocks.8,fc", "reset arm: layers re-initialised before phase two")
+    reset_layers: str = _f("top-stage", "reset arm: layers re-initialised before phase two, comma-separated "
+                                        "(e.g. 'blocks.8,fc'); top-stage = the last stage's blocks and fc")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,14 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     return table
 
 
+def layers_to_reset(config: cfg.Config) -> list[str]:
+    names = [p.strip() for p in config.warm.reset_layers.split(",") if p.strip()]
+    if names != ["top-stage"]:
+        return names
+    n = (models.check_name(config.model.model) - 2) // 6  # blocks per stage
+    return [f"blocks.{i}" for i in range(2 * n, 3 * n)] + ["fc"]
+
+
 def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
     model = setup.new_model()
     if arm == "scratch":
@@ -70,5 +78,5 @@ def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
     if arm == "shrink-perturb":
         shrink_perturb(model, fresh, config.warm.shrink, config.warm.perturb_sigma)
     elif arm == "reset":
-        reset_layers(model, fresh, [p.strip() for p in config.warm.reset_layers.split(",") if p.strip()])
+        reset_layers(model, fresh, layers_to_reset(config))
     return model

@@ -165,6 +165,10 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
     assert not torch.equal(start["scratch"]["conv.weight"], first["conv.weight"])
     w, sp = first["conv.weight"], start["shrink-perturb"]["conv.weight"]
     assert (sp - 0.6 * w).abs().max() < 0.01 * 4  # sigma * a fresh kaiming draw is small
-    assert torch.equal(start["reset"]["conv.weight"], w) and not torch.equal(start["reset"]["fc.weight"], first["fc.weight"])
+    assert torch.equal(start["reset"]["conv.weight"], w) and torch.equal(start["reset"]["blocks.1.conv1.weight"],
+                                                                         first["blocks.1.conv1.weight"])
+    for name in ("blocks.2.conv1.weight", "fc.weight"):  # resnet8's top stage is blocks.2
+        assert not torch.equal(start["reset"][name], first[name])
+    assert warm.layers_to_reset(tiny_config(model="resnet20")) == ["blocks.6", "blocks.7", "blocks.8", "fc"]
     trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["train"]
     assert trunk_config["deficit"] == "subset(fraction=0.5,seed=0):0it-"  # the first phase saw half the data
