@@ -172,3 +172,28 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
     assert warm.layers_to_reset(tiny_config(model="resnet20")) == ["blocks.6", "blocks.7", "blocks.8", "fc"]
     trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["train"]
     assert trunk_config["deficit"] == "subset(fraction=0.5,seed=0):0it-"  # the first phase saw half the data
+
+
+def test_parallel_continuations_from_different_removal_points(tmp_path, cache):
+    """Continuations that start at different iterations train together, each on its own iterations."""
+    config = tiny_config(data_dir=cache, deficit="blur(size=4)", removal="0,16,32it", after="16it", lr_milestones="",
+                         train_examples=1024)  # 16 full batches per epoch: starts need not align
+    alone = critical.run(config, tmp_path / "alone")
+    together = critical.run(config.with_values(parallel=3), tmp_path / "together")
+    assert together.final_test_acc_mean.tolist() == pytest.approx(alone.final_test_acc_mean.tolist(), abs=0.05)
+    for t in (0, 16, 32):
+        [a] = (tmp_path / "alone" / "branches").glob(f"critical-{t}-*")
+        [b] = (tmp_path / "together" / "branches").glob(f"critical-{t}-*")
+        wa = runs.read(a).stage("continuation").load(t + 16).tensors["blocks.2.conv2.weight"]
+        wb = runs.read(b).stage("continuation").load(t + 16).tensors["blocks.2.conv2.weight"]
+        assert (wa - wb).norm() / wa.norm() < 0.02  # float rounding of grouped convolutions only
+    metrics = pd.read_csv(next((tmp_path / "together" / "branches").glob("critical-32-*")) / "continuation" / "metrics.csv")
+    assert metrics[metrics.split == "test"].step.tolist() == [40, 48]  # its own iterations: 32..48, eval every 40
+
+
+def test_parallel_starts_must_share_the_epoch_position(tmp_path, cache):
+    from rewind.errors import UserError
+
+    config = tiny_config(data_dir=cache, deficit="blur", removal="0,10it", after="8it", parallel=2)  # 1000 / 64
+    with pytest.raises(UserError, match="same point of an epoch"):
+        critical.run(config, tmp_path / "x")

@@ -174,16 +174,17 @@ def _sgd_options(states: Sequence[TrainState]) -> dict:
     return options[0]
 
 
-def train_step_replicas(replicas: Replicas, iteration: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Iteration `iteration` of every replica: (loss per replica (N,), correct per replica (N,), batch size).
 
     The loss is the sum of the replicas' mean cross-entropies: replica k's parameters only touch
     its own term, so each gets exactly its solo gradient. Nothing here waits on the device.
     """
     states = replicas.states
-    lrs = [s.plan.lr_at(iteration) for s in states]
-    wds = [s.weight_decay(iteration) for s in states]
-    batches = [s.batch(iteration) for s in states]
+    its = [iteration] * len(states) if isinstance(iteration, int) else list(iteration)
+    lrs = [s.plan.lr_at(it) for s, it in zip(states, its)]
+    wds = [s.weight_decay(it) for s, it in zip(states, its)]
+    batches = [s.batch(it) for s, it in zip(states, its)]
     if len({len(y) for _, y in batches}) > 1:
         raise UserError(f"replicas drew batches of different sizes at iteration {iteration}: "
                         + ", ".join(str(len(y)) for _, y in batches))
@@ -205,30 +206,37 @@ def train_step_replicas(replicas: Replicas, iteration: int) -> tuple[torch.Tenso
 def _check(items: Sequence[Segment]) -> None:
     if not items:
         raise UserError("run_segments needs at least one segment")
-    for what, value in (("start", lambda s: s.start), ("plan length", lambda s: s.end),
-                        ("batch size", lambda s: s.state.loader.batch_size)):
+    # Starts may differ (continuations from several removal points): replica k trains its own
+    # iteration start_k + i at stacked step i, so only the length must be shared.
+    for what, value in (("length", lambda s: s.end - s.start), ("batch size", lambda s: s.state.loader.batch_size)):
         values = [value(s) for s in items]
         if len(set(values)) > 1:
             raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
+    loader = items[0].state.loader
+    if loader.n % loader.batch_size and len({s.start % loader.iterations_per_epoch for s in items}) > 1:
+        raise UserError("runs trained together from different starting points must start at the same point of an "
+                        "epoch (e.g. whole epochs), since the epoch's last batch is short; drop --parallel or "
+                        "move the starts")
 
 
 def run_segments(items: Sequence[Segment]) -> list[SegmentResult]:
     """`run_segment` for N replicas at once: each resumes, logs, evaluates and checkpoints into its own
     stage as if trained alone.
 
-    A replica whose stage is complete is not retrained. The others resume from the latest step
-    that all their stages hold (fresh if there is none), so they stay in lockstep; one that was
-    ahead retrains the difference and keeps its later checkpoints.
+    A replica whose stage is complete is not retrained. The others resume from the latest
+    progress (steps past their own start) that all their stages hold (fresh if there is none), so
+    they stay in lockstep; one that was ahead retrains the difference and keeps its later checkpoints.
     """
     _check(items)
     held = [s.resumable() for s in items]
     training = [s for s, h in zip(items, held) if s.end not in h]
-    common = set.intersection(*(h for s, h in zip(items, held) if s.end not in h)) if training else set()
+    progress = [{step - s.start for step in h} for s, h in zip(items, held) if s.end not in h]
+    common = set.intersection(*progress) if training else set()
     opened: list[Segment] = []
     try:
         for segment, h in zip(items, held):
             opened.append(segment)
-            segment.open(segment.end if segment.end in h else max(common) if common else None)
+            segment.open(segment.end if segment.end in h else segment.start + max(common) if common else None)
         if training:
             _train(training)
     finally:
@@ -241,22 +249,22 @@ def _train(segments: Sequence[Segment]) -> None:
     """The loop of `loop.run`, stacked: one step for all, then each replica's own hooks."""
     replicas = Replicas([s.state for s in segments])
     replicas.model.train()
-    first, end = segments[0].first, segments[0].end
+    firsts = [s.first for s in segments]
     # The replicas' models and optimizers are written only where a hook may read them.
-    plans = [s.state.plan for s in segments]
-    sync = set().union(*(p.eval_steps | p.log_steps | p.save_steps | p.stats_steps | p.fisher_steps
-                         for p in plans)) | {end}
+    sync = [s.state.plan.eval_steps | s.state.plan.log_steps | s.state.plan.save_steps | s.state.plan.stats_steps
+            | s.state.plan.fisher_steps | {s.end} for s in segments]
     if segments[0].resumed is None:
         for segment in segments:
             for h in segment.hooks:
-                h.at(first, segment.state)
-    for it in range(first, end):
-        losses, correct, count = train_step_replicas(replicas, it)
+                h.at(segment.first, segment.state)
+    for i in range(segments[0].end - firsts[0]):
+        its = [f + i for f in firsts]
+        losses, correct, count = train_step_replicas(replicas, its)
         for k, segment in enumerate(segments):
             for h in segment.hooks:
-                h.after_step(it, losses[k], correct[k], count)
-        if it + 1 in sync:
+                h.after_step(its[k], losses[k], correct[k], count)
+        if any(it + 1 in steps for it, steps in zip(its, sync)):
             replicas.write()
-        for segment in segments:
+        for it, segment in zip(its, segments):
             for h in segment.hooks:
                 h.at(it + 1, segment.state)
