@@ -203,7 +203,7 @@ def main() -> None:
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             _fail("disk full; nothing saved earlier was changed. Free some space and run the same command again")
-        raise
+        _fail(f"{e.strerror or e}: {e.filename or ''} (check the path and its permissions)")
     sys.exit(code if isinstance(code, int) else 0)
 
 

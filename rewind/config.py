@@ -83,7 +83,8 @@ class PretrainConfig:
     pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)")
     pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back")
     pretrain_subset: float = _f(0.5, "subset: fraction of the training set used")
-    pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset, and of the pre-training data order")
+    pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset (the data order derives from "
+                               "order_seed and aug_seed)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class Config:
         """The part of the config that determines the trunk (not `runtime`, not the IMP branch settings)."""
         d = self.to_dict()
         del d["runtime"], d["imp"], d["critical"], d["warm"], d["study"]
+        for key in OBSERVATION_FIELDS:  # when to evaluate, log or save changes no weight
+            del d["train"][key]
         d["data"]["source"] = dataset_identity(self.data.source)
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
@@ -174,10 +177,12 @@ class Config:
         """The same IMP settings without control or perturbation: the branch whose masks those reuse."""
         return self.with_values(control="none", perturb="none", control_seed=0, perturb_scale=1.0)
 
-    def branch_identity(self) -> dict[str, Any]:
-        """What identifies an IMP branch of a trunk: the IMP settings that change its results."""
+    def branch_identity(self, k: int) -> dict[str, Any]:
+        """What identifies an IMP branch of a trunk: the IMP settings that change its results, and the
+        rewind point in iterations (so '50' and '50it' are one branch)."""
         imp = dataclasses.asdict(self.imp)
         del imp["levels"]  # more levels extend a branch
+        imp["rewind_iter"] = k
         if imp["control"] == "none" and imp["perturb"] == "none":
             del imp["control_seed"]
         if imp["perturb"] != "noise":
@@ -195,6 +200,9 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": 
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter", "after",
                "window", "stats_every", "stats_until", "fisher_every", "second_steps")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at")
+# What is observed and kept, not what is trained: left out of the trunk's identity.
+OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats_every", "stats_until",
+                      "fisher_every", "fisher_examples")
 
 
 def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -203,13 +211,21 @@ def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
 
 
 def dataset_identity(source: str) -> str:
-    """The dataset as it enters the run hash: a path counts by its name, so a moved folder still matches."""
+    """The dataset as it enters the run hash: a path counts by its name and size, not its location,
+    so a moved copy still matches and another dataset of the same name does not."""
     if source in ("cifar10", "synthetic"):
         return source
-    name = Path(source).name
+    path = Path(source).expanduser()
+    name = path.name
     for suffix in (".tar.gz", ".tgz", ".tar"):
         name = name.removesuffix(suffix)
-    return f"folder:{name}"
+    if path.is_file():
+        size = path.stat().st_size
+    elif path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    else:
+        size = 0  # missing: loading it says so
+    return f"folder:{name}:{size}"
 
 
 def _validate(config: Config) -> None:
@@ -223,11 +239,22 @@ def _validate(config: Config) -> None:
         raise UserError(f"batch_size must be positive, got {t.batch_size}")
     if not 0 < config.imp.prune_fraction < 1:
         raise UserError(f"prune_fraction must be between 0 and 1, got {config.imp.prune_fraction}")
+    if t.fisher_examples < 1:
+        raise UserError(f"fisher_examples must be at least 1, got {t.fisher_examples}")
+    for name in ("removal", "starts"):
+        value = getattr(config.critical, name)
+        if not value.strip():
+            raise UserError(f"{name} must list at least one step, e.g. '0,20,40ep'")
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        for p in parts[:-1]:
+            if not p.isdigit():
+                steps.check(p, name)
+        steps.check(parts[-1], name)
     if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
         raise UserError("levels must be >= 0, replicates and parallel >= 1")
     from rewind.data.phases import parse_list
 
-    parse_list(t.deficit, 1)  # the syntax, early; windows in epochs are resolved with the data
+    parse_list(t.deficit, 10**9)  # the syntax, early; windows in epochs are checked once epochs are known
     if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
         raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
     for section, cls in SECTIONS.items():

@@ -118,7 +118,7 @@ def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
                              "end": arm.end, "final_test_acc": result.final_test["acc"],
                              "best_test_acc": result.best_test_acc})
     df = pd.DataFrame(rows)
-    write_text(root / "results.csv", df.to_csv(index=False))
+    write_text(root / "arms.csv", df.to_csv(index=False))  # this trunk's arms; results.csv summarises replicates
     return df
 
 

@@ -75,8 +75,10 @@ def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
         raise UserError(f"trunk {root} is not complete (status {d.get('status')}); "
                         "finish it first by running its `rewind train` command again")
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
-    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study),
-                 **dataclasses.asdict(config.runtime)}
+    # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
+    runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items()
+               if v != getattr(cfg.RuntimeConfig(), k)}
+    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study), **runtime}
     return cfg.from_sections(sections, overrides)
 
 
@@ -121,7 +123,7 @@ def _train_branches(branches: list["Branch"]) -> list[ImpResult]:
 
 
 def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
-    identity = config.branch_identity()
+    identity = config.branch_identity(k)
     kind = "".join(f"-{v}" for v in (config.imp.control, config.imp.perturb) if v != "none")
     return root / "branches" / f"imp-k{k}{kind}-{runs.identity_hash(identity)[:8]}"
 
@@ -143,7 +145,7 @@ class Branch:
 
     def __enter__(self) -> "Branch":
         c, k = self.config, self.k
-        self._ctx = open_run(self.path, "imp", c.to_dict(), c.branch_identity(), trunk=str(self.root), rewind_iter=k)
+        self._ctx = open_run(self.path, "imp", c.to_dict(), c.branch_identity(k), trunk=str(self.root), rewind_iter=k)
         self.run = self._ctx.__enter__()
         trunk_run = runs.read(self.root)
         trunk_stage = trunk_run.stage("trunk")
@@ -189,20 +191,18 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     key = f"level_{level:02d}/mask.safetensors"
     file = branch.root / key
     if key in branch.manifest.files and file.exists():
-        if sha256(file.read_bytes()) != branch.manifest.files[key]:
-            raise UserError(f"mask {file} is corrupt (its sha256 does not match the manifest); delete the level folder")
-        return M.load(file)
+        return _verified_mask(file, branch.manifest.files[key])
     imp = config.imp
     if plain is not None:
         plain_run = runs.read(plain)
-        new = M.load(plain / key) if key in plain_run.manifest.files else None
-        if new is None:
+        if key not in plain_run.manifest.files:
             raise UserError(f"the plain IMP branch {plain} has no level {level}; run it with --levels {level} first")
+        new = _verified_mask(plain / key, plain_run.manifest.files[key])
         if imp.control == "random-prune":
             new = magnitude.random_like(new, seeds.derive(imp.control_seed, "random-prune", level))
     else:
         dense = tuple(d.strip() for d in imp.dense_layers.split(",") if d.strip())
-        unknown = [d for d in dense if not any(n == d or n.startswith(d.rstrip(".") + ".") for n in masks)]
+        unknown = [d for d in dense if not any(magnitude.is_dense(n, (d,)) for n in masks)]
         if unknown:
             raise UserError(f"dense_layers names no prunable weight: {', '.join(unknown)}; prunable weights are "
                             f"{', '.join(list(masks)[:4])}, ...")
@@ -212,6 +212,13 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     branch.manifest.files[key] = sha256(blob_path.read_bytes())
     branch.manifest.save()
     return new
+
+
+def _verified_mask(file: Path, expected: str) -> M.Masks:
+    if sha256(file.read_bytes()) != expected:
+        raise UserError(f"mask {file} is corrupt (its sha256 does not match the manifest); restore it, "
+                        "or delete its level folder to retrain that level")
+    return M.load(file)
 
 
 def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int, masks: M.Masks) -> torch.nn.Module:
@@ -233,7 +240,7 @@ def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int, m
 
 def _restore_momentum(state, optimizer_state: dict, masks: M.Masks) -> None:
     state.optimizer.load_state_dict(optimizer_state)
-    for i, (name, p) in enumerate(state.model.named_parameters()):
+    for name, p in state.model.named_parameters():
         buf = state.optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None and name in masks:
             buf.mul_(masks[name].to(buf.device, buf.dtype))

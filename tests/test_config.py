@@ -58,10 +58,34 @@ def test_hash_ignores_runtime_and_dataset_location_but_not_hyperparameters():
     assert a.hash() != a.with_values(order_seed=1).hash()
 
 
-@pytest.mark.parametrize("name", ["resnet20_cifar10", "smoke", "critical_period_blur", "critical_period_smoke"])
-def test_shipped_configs_load(name):
-    c = cfg.load(f"configs/{name}.toml")
-    assert c.data.source == "cifar10"
+@pytest.mark.parametrize("name, examples, total, milestones", [
+    ("resnet20_cifar10", 50000, 62560, (31280, 46920)),
+    ("smoke", 10000, 200, (150,)),
+])
+def test_shipped_configs_resolve_to_their_schedules(name, examples, total, milestones):
+    from rewind.train.schedule import Plan
+
+    plan = Plan.from_config(cfg.load(f"configs/{name}.toml").train, examples)
+    assert (plan.total, plan.milestones) == (total, milestones)
+
+
+def test_critical_period_smoke_config_sweeps_four_removal_points():
+    from rewind import critical
+
+    config = cfg.load("configs/critical_period_smoke.toml")
+    trunk_deficit, length, arms = critical.plan_arms(config, 40)
+    assert trunk_deficit == "blur(size=8):0it-" and length == 120 and [a.start for a in arms] == [0, 40, 80, 120]
+
+
+def test_deficit_windows_may_mix_units():
+    c = cfg.load(None, {"deficit": "blur:500it-2ep"})  # 500 < 782 once an epoch is 391 iterations
+    assert c.train.deficit == "blur:500it-2ep"
+
+
+def test_what_is_observed_does_not_change_the_trunk():
+    a = cfg.load(None, {})
+    assert a.hash() == a.with_values(save_at="500", fisher_every="1ep", eval_every="2ep").hash()
+    assert a.branch_identity(50) == a.with_values(rewind_iter="50it").branch_identity(50)
 
 
 def test_critical_period_recipe_is_achilles():

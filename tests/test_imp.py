@@ -105,6 +105,15 @@ def test_second_rewind_point_reuses_the_trunk(trunk):
     assert len(list((root / "branches").iterdir())) >= 2
 
 
+def test_one_rewind_point_spelled_two_ways_is_one_branch(trunk):
+    config, root, result = trunk
+    level = result.branch / "level_01" / "checkpoints"
+    before = {p: p.stat().st_mtime_ns for p in level.iterdir()}
+    [again] = imp.run(config.with_values(rewind_iter="20", levels=1), from_=root)
+    assert again.branch == result.branch
+    assert {p: p.stat().st_mtime_ns for p in level.iterdir()} == before  # found complete, not retrained
+
+
 def test_rewind_point_not_held_lists_the_held_iterations(trunk):
     config, root, _ = trunk
     with pytest.raises(UserError, match=r"no checkpoint at iteration 30; it holds iterations 0, 1, 2, 5, 10, 20"):

@@ -113,7 +113,15 @@ def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
     code, out, err = run_cli(["stability", str(root), "--at", "20,40", "--points", "3", "--progress", "none"], capsys)
     assert code == 0, err
     table = pd.read_csv(root / "trunk" / "analysis" / "instability.csv")
-    assert table.k.tolist() == [20, 40] and (table.barrier >= 0).all()
+    assert table.k.tolist() == [20, 40]
+    for k, barrier in zip(table.k, table.barrier):
+        [branch] = (root / "branches").glob(f"stability-k{k}-*")
+        curve = pd.read_csv(branch / "interpolation.csv")
+        assert len(curve) == 3
+        error = curve.test_error
+        assert barrier == pytest.approx(max(0, error.max() - (error.iloc[0] + error.iloc[-1]) / 2))
+    code, _, err = run_cli(["stability", str(root), "--at", "20", "--points", "3", "--progress", "none"], capsys)
+    assert code == 0 and pd.read_csv(root / "trunk" / "analysis" / "instability.csv").k.tolist() == [20, 40]
     assert len(list((root / "branches").glob("stability-k20-*/child_1/checkpoints/*.safetensors"))) > 0
 
 

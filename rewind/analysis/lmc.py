@@ -13,8 +13,8 @@ Definitions (error = 1 - test accuracy, in [0, 1]):
   mode, without gradients) before the test set is evaluated in eval mode. Interpolated running
   statistics do not describe the interpolated network, so none are kept; the endpoints are
   recomputed too so that the whole curve, endpoints included, is measured one way;
-- barrier = max over alpha of [err(alpha) - ((1 - alpha) err(0) + alpha err(1))], which is
-  >= 0 since the endpoints contribute 0; 0 for two identical children.
+- barrier = max(0, max over alpha of err(alpha) - (err(0) + err(1)) / 2): the rise above the
+  mean of the endpoints' errors, as in Frankle et al. (2020); 0 for two identical children.
 """
 
 from __future__ import annotations
@@ -105,13 +105,8 @@ def barrier(model_factory: Callable[[], nn.Module], sd_a: Mapping[str, Tensor], 
         result = evaluate(model, test_images, test_labels, normalize)
         errors.append(1.0 - result["acc"])
         losses.append(result["loss"])
-    # The same lerp as for the weights, so equal endpoints give a baseline of exactly that error.
-    rise = [e - _lerp(errors[0], errors[-1], a) for a, e in zip(alphas, errors)]
-    return Connectivity(alphas, errors, losses, max(rise))
-
-
-def _lerp(x: float, y: float, t: float) -> float:
-    return x + t * (y - x) if t < 0.5 else y - (y - x) * (1 - t)
+    # Frankle et al. (2020): the highest error on the path above the mean of the endpoints' errors.
+    return Connectivity(alphas, errors, losses, max(0.0, max(errors) - (errors[0] + errors[-1]) / 2))
 
 
 @dataclass

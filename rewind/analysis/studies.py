@@ -15,14 +15,13 @@ import pandas as pd
 
 from rewind import steps
 from rewind.analysis.early_report import write_early_phase
-from rewind.analysis.lmc import barrier, train_children
+from rewind.analysis.lmc import connectivity
 from rewind.analysis.overlap import overlap
 from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text
 from rewind.archive.lock import FolderLock
 from rewind.archive.run import open_run
-from rewind.data.loader import DeviceLoader
 from rewind.errors import UserError
 from rewind.prune import masks as M
 
@@ -77,8 +76,10 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
     root = Path(root)
     run = _trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
-    rows = []
-    for k in [steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()]:
+    ks = [steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()]
+    if not ks or points < 2:
+        raise UserError("give --at one or more rewind iterations (e.g. '0,100,500') and --points of at least 2")
+    for k in ks:
         if not run.stage("trunk").has(k):
             held = ", ".join(map(str, run.stage("trunk").steps()))
             raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
@@ -86,17 +87,18 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
         path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
         with open_run(path, "stability", {"k": k, "points": points}, identity) as branch:
             stages = [branch.stage(f"child_{s}") for s in order_seeds]
-            setup, children = train_children(root, k, order_seeds, stages=stages, overrides=overrides)
-            t = setup.config.train
-            loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
-                                  setup.config.data.augment, setup.device)
-            result = barrier(setup.new_model, children[0].weights, children[1].weights, loader, *setup.test,
-                             loader.normalize, points)
+            result, children = connectivity(root, k, order_seeds, points, stages=stages, overrides=overrides)
             write_text(path / "interpolation.csv", result.frame().to_csv(index=False))
-            branch.update(status="complete", barrier=result.barrier)
-        rows.append({"k": k, "epoch": k / ipe, "barrier": result.barrier,
-                     "child_test_acc": [c.final_test["acc"] for c in children]})
-    table = pd.DataFrame(rows)
+            branch.update(status="complete", k=k, barrier=result.barrier,
+                          child_test_acc=[c.final_test["acc"] for c in children])
+    # Every k measured on this trunk so far, not only this call's.
+    rows = []
+    for manifest in sorted((root / "branches").glob("stability-k*/manifest.json")):
+        d = runs.read(manifest.parent).manifest.data
+        if d.get("status") == "complete":
+            rows.append({"k": d["k"], "epoch": d["k"] / ipe, "barrier": d["barrier"],
+                         "child_test_acc": d["child_test_acc"]})
+    table = pd.DataFrame(rows).sort_values("k").reset_index(drop=True)
     write_text(root / "trunk" / "analysis" / "instability.csv", table.to_csv(index=False))
     write_bytes(root / "trunk" / "analysis" / "instability.png", _instability_png(table))
     return table

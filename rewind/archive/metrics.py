@@ -22,9 +22,12 @@ class MetricsLog:
     def __init__(self, folder: str | Path, resume_step: int | None = None, tensorboard: bool = True):
         self.path = Path(folder) / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
+        self._dirty = True  # whether the file must be (re)written
         if resume_step is not None and self.path.exists():
             with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                every = list(csv.DictReader(f))
+            self.rows = [r for r in every if int(r["step"]) <= resume_step]
+            self._dirty = len(self.rows) != len(every)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -39,11 +42,16 @@ class MetricsLog:
 
     def log(self, split: str, step: int, values: dict[str, float], epoch: float | None = None) -> None:
         self.rows.append({"split": split, "step": step, "epoch": epoch, **values})
+        self._dirty = True
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(f"{split}/{key}", value, step)
 
     def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+        if not self._dirty:
+            return
         columns = list(FIRST_COLUMNS)
         for row in self.rows:
             columns += [k for k in row if k not in columns]
@@ -53,8 +61,7 @@ class MetricsLog:
         for row in self.rows:
             writer.writerow({k: _fmt(row.get(k)) for k in columns})
         write_text(self.path, buf.getvalue())
-        if self._tb is not None:
-            self._tb.flush()
+        self._dirty = False
 
     def close(self) -> None:
         self.flush()

@@ -71,7 +71,10 @@ class Stage:
         name = ck.tensor_name(step)
         tensors, metadata = ck.read_tensors(self.checkpoint_dir / name, self.manifest.files[self._key(name)])
         state = None
-        if with_state and self.has(step, with_state=True):
+        if with_state:
             sname = ck.state_name(step)
+            if not self.has(step, with_state=True):
+                raise UserError(f"{self.checkpoint_dir / sname} (optimizer state at iteration {step}) is missing; "
+                                "restore it, or delete the checkpoint to fall back to the one before it")
             state = ck.read_state(self.checkpoint_dir / sname, self.manifest.files[self._key(sname)])
         return Checkpoint(step, tensors, metadata, state)

@@ -8,7 +8,7 @@ from rewind import seeds
 from rewind.prune.masks import Masks
 
 
-def _is_dense(name: str, dense: tuple[str, ...]) -> bool:
+def is_dense(name: str, dense: tuple[str, ...]) -> bool:
     return any(name == d or name.startswith(d.rstrip(".") + ".") for d in dense)
 
 
@@ -31,7 +31,7 @@ def prune(weights: dict[str, torch.Tensor], masks: Masks, fraction: float = 0.2,
     removed is round(fraction * remaining), so density after L levels is 0.8^L to within a weight
     per level (per layer when layerwise).
     """
-    names = [n for n in masks if not _is_dense(n, dense)]
+    names = [n for n in masks if not is_dense(n, dense)]
     new = {n: m.clone() for n, m in masks.items()}
     if not names:
         return new

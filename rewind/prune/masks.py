@@ -50,9 +50,9 @@ class Applier:
 
     @torch.no_grad()
     def grads(self) -> None:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if len(grads) == len(self.params):
-            torch._foreach_mul_(grads, self.masks)
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
 
 def save(path: str | Path, masks: Masks) -> None:

@@ -25,6 +25,13 @@ class TrainLog(Hook):
     def _reset(self) -> None:
         self._loss, self._correct, self._count = 0.0, 0, 0
 
+    def state(self) -> dict[str, float]:
+        """The partial sums since the last log step: saved with a checkpoint so a resume logs the same rows."""
+        return {"loss": float(self._loss), "correct": float(self._correct), "count": self._count}
+
+    def load(self, state: dict[str, float]) -> None:
+        self._loss, self._correct, self._count = state["loss"], state["correct"], int(state["count"])
+
     def after_step(self, iteration, loss, correct, count) -> None:
         self._loss = self._loss + loss * count
         self._correct = self._correct + correct
@@ -57,22 +64,24 @@ class Checkpoint(Hook):
     Metrics are flushed first, so a checkpoint at step S implies metrics.csv holds every row up to S.
     """
 
-    def __init__(self, stage: Stage, metrics: MetricsLog, extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict):
-        self.stage, self.metrics, self.extra_tensors = stage, metrics, extra_tensors
+    def __init__(self, stage: Stage, metrics: MetricsLog, train_log: TrainLog,
+                 extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict):
+        self.stage, self.metrics, self.train_log, self.extra_tensors = stage, metrics, train_log, extra_tensors
 
     def at(self, step: int, state: TrainState) -> None:
         if step in state.plan.save_steps and not self.stage.has(step, with_state=True):
             self.metrics.flush()
-            save(self.stage, step, state, self.extra_tensors())
+            save(self.stage, step, state, self.extra_tensors(), {"train_log": self.train_log.state()})
 
 
-def save(stage: Stage, step: int, state: TrainState, extra: dict[str, torch.Tensor] | None = None) -> None:
+def save(stage: Stage, step: int, state: TrainState, extra: dict[str, torch.Tensor] | None = None,
+         extra_state: dict | None = None) -> None:
     tensors = {**state.model.state_dict(), **(extra or {})}
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     stage.save(step, tensors, {"epoch": state.plan.epoch(step)},
-               {"optimizer": state.optimizer.state_dict(), "rng": rng})
+               {"optimizer": state.optimizer.state_dict(), "rng": rng, **(extra_state or {})})
 
 
 class Progress(Hook):

@@ -34,7 +34,8 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     if p.pretrain == "none":
         return None
     schedule = PhaseSchedule([phase(config)], setup.data.num_classes)
-    train_cfg = dataclasses.replace(t, steps=p.pretrain_steps, lr=p.pretrain_lr, lr_milestones="", warmup="0it")
+    train_cfg = dataclasses.replace(t, steps=p.pretrain_steps, lr=p.pretrain_lr, lr_milestones="", warmup="0it",
+                                    lr_epoch_decay=1.0)
     plan = Plan.from_config(train_cfg, len(setup.data.train_y))
     if p.pretrain == "rotation":  # test labels are classes, the head predicts rotations
         plan = dataclasses.replace(plan, eval_steps=frozenset())

@@ -35,8 +35,7 @@ class StackedSGD:
     scalars that torch.optim.SGD itself uses, so each replica's update is torch's, bit for bit;
     an lr tensor broadcast over the slices would need other kernels, whose rounding (fused
     multiply-add or not) is not torch's. Most steps form one group. Like SGD, the first step
-    sets the momentum buffer to the (decayed) gradient. The step overwrites `.grad`, which the
-    train step drops afterwards anyway.
+    sets the momentum buffer to the (decayed) gradient. `.grad` is left as the loss gradient.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], n: int, momentum: float = 0.0, dampening: float = 0.0,
@@ -68,8 +67,8 @@ class StackedSGD:
         all_grads = [p.grad for p in self.params]
         for (lr, wd), replicas in self._groups(lrs, wds):
             params, grads = self._select(self.params, replicas), self._select(all_grads, replicas)
-            if wd != 0:
-                torch._foreach_add_(grads, params, alpha=wd)
+            if wd != 0:  # out of place, as torch's SGD: `.grad` keeps the loss gradient hooks read
+                grads = torch._foreach_add(grads, params, alpha=wd)
             if self.momentum != 0:
                 bufs = self._select(self.buffers, replicas)
                 if first:
@@ -78,7 +77,7 @@ class StackedSGD:
                     torch._foreach_mul_(bufs, self.momentum)
                     torch._foreach_add_(bufs, grads, alpha=1 - self.dampening)
                 if self.nesterov:
-                    torch._foreach_add_(grads, bufs, alpha=self.momentum)
+                    grads = torch._foreach_add(grads, bufs, alpha=self.momentum)
                 else:
                     grads = bufs
             torch._foreach_add_(params, grads, alpha=-lr)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from rewind.archive.metrics import MetricsLog
-from rewind.archive.stage import Stage
+from rewind.archive.stage import Checkpoint, Stage
 from rewind.train import hooks as H
 from rewind.train import loop
 from rewind.train.evaluate import evaluate
@@ -22,8 +23,8 @@ class SegmentResult:
     resumed_from: int | None
 
 
-def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tensor]:
-    """Load weights, buffers, optimizer and RNG state of checkpoint `step`; returns its tensors."""
+def restore(state: TrainState, stage: Stage, step: int) -> Checkpoint:
+    """Load weights, buffers, optimizer and RNG state of checkpoint `step`; returns the checkpoint."""
     ckpt = stage.load(step, with_state=True)
     model_keys = state.model.state_dict().keys()
     state.model.load_state_dict({k: v for k, v in ckpt.tensors.items() if k in model_keys})
@@ -31,7 +32,7 @@ def restore(state: TrainState, stage: Stage, step: int) -> dict[str, torch.Tenso
     torch.set_rng_state(ckpt.state["rng"]["torch"])
     if "cuda" in ckpt.state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt.state["rng"]["cuda"])
-    return ckpt.tensors
+    return ckpt
 
 
 @dataclass
@@ -70,19 +71,27 @@ class Segment:
 
     def open(self, resume_from: int | None) -> list[Hook]:
         """Restore checkpoint `resume_from` (None: start fresh) and make the hooks; close() afterwards."""
+        plan = self.state.plan
+        # The start is always saved: it is the reference of the `*_init` statistics after a resume.
+        self.state.plan = dataclasses.replace(plan, save_steps=plan.save_steps | {self.start})
+        sums = None
         if resume_from is not None:
-            tensors = restore(self.state, self.stage, resume_from)
+            ckpt = restore(self.state, self.stage, resume_from)
             if self.on_restore is not None:
-                self.on_restore(tensors)
+                self.on_restore(ckpt.tensors)
+            sums = ckpt.state.get("train_log")
         self.resumed = resume_from
-        self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from)
+        # A complete stage is only read back: no new TensorBoard file, no rewrite of metrics.csv.
+        self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from, tensorboard=resume_from != self.end)
         if self.start_scalars is not None and resume_from is None:
             self.metrics.log(self.start_scalars[0], self.start, self.start_scalars[1],
                              epoch=self.state.plan.epoch(self.start))
         train_log = H.TrainLog(self.metrics)
+        if sums is not None:
+            train_log.load(sums)
         evaluation = H.Eval(self.metrics, self.test[0], self.test[1], self.state.plan.eval_steps)
-        self.hooks = [train_log, evaluation, *self._analysis_hooks(), H.Checkpoint(self.stage, self.metrics,
-                                                                                  self.extra_tensors),
+        self.hooks = [train_log, evaluation, *self._analysis_hooks(),
+                      H.Checkpoint(self.stage, self.metrics, train_log, self.extra_tensors),
                       H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
         return self.hooks
 
