@@ -66,6 +66,13 @@ def test_tensorboard_holds_train_and_test_scalars(reference):
     test_acc = acc.Scalars("test/acc")
     assert [e.step for e in test_acc] == [0, 40, 80, 120]
     assert test_acc[-1].value == pytest.approx(result.final_test["acc"])
+    # Hyperparameters live in the run's own folder (no separate hparams run).
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["train.lr"].number_value == 0.05 and session.hparams["model.model"].string_value == "resnet8"
+    assert [p for p in (root / "trunk").iterdir() if p.is_dir()] == [root / "trunk" / "checkpoints"]
 
 
 def test_same_config_gives_bit_identical_weights(reference, tmp_path):

@@ -47,6 +47,22 @@ class MetricsLog:
             for key, value in values.items():
                 self._tb.add_scalar(f"{split}/{key}", value, step)
 
+    def hparams(self, config: dict[str, Any]) -> None:
+        """Record the run's settings for TensorBoard's hparams plugin in this run's own event file
+        (SummaryWriter.add_hparams would make a separate run), with test accuracy and loss as metrics."""
+        if self._tb is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {}
+        for section, table in config.items():
+            for key, value in (table.items() if isinstance(table, dict) else [(None, table)]):
+                if isinstance(value, (int, float, str, bool)):
+                    flat[f"{section}.{key}" if key else section] = value
+        writer = self._tb._get_file_writer()
+        for summary in hparams(flat, {"test/acc": 0.0, "test/loss": 0.0}):
+            writer.add_summary(summary)
+
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()

@@ -83,6 +83,8 @@ class Segment:
         self.resumed = resume_from
         # A complete stage is only read back: no new TensorBoard file, no rewrite of metrics.csv.
         self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from, tensorboard=resume_from != self.end)
+        if resume_from is None:
+            self.metrics.hparams(self.stage.manifest.data.get("config", {}))
         if self.start_scalars is not None and resume_from is None:
             self.metrics.log(self.start_scalars[0], self.start, self.start_scalars[1],
                              epoch=self.state.plan.epoch(self.start))
