@@ -242,10 +242,9 @@ def _validate(config: Config) -> None:
     if t.fisher_examples < 1:
         raise UserError(f"fisher_examples must be at least 1, got {t.fisher_examples}")
     for name in ("removal", "starts"):
-        value = getattr(config.critical, name)
-        if not value.strip():
+        parts = [p.strip() for p in getattr(config.critical, name).split(",") if p.strip()]
+        if not parts:
             raise UserError(f"{name} must list at least one step, e.g. '0,20,40ep'")
-        parts = [p.strip() for p in value.split(",") if p.strip()]
         for p in parts[:-1]:
             if not p.isdigit():
                 steps.check(p, name)

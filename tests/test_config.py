@@ -39,6 +39,12 @@ def test_unknown_key_names_it_and_the_nearest_valid_one(tmp_path):
         cfg.load(path)
 
 
+@pytest.mark.parametrize("removal", ["", ",", "0,2x"])
+def test_bad_removal_lists_are_refused(removal):
+    with pytest.raises(UserError, match="removal"):
+        cfg.load(None, {"removal": removal})
+
+
 def test_bad_values_are_refused(tmp_path):
     with pytest.raises(UserError, match="steps"):
         cfg.load(None, {"steps": "ten epochs"})
