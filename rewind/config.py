@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import tomllib
@@ -219,13 +220,18 @@ def dataset_identity(source: str) -> str:
     name = path.name
     for suffix in (".tar.gz", ".tgz", ".tar"):
         name = name.removesuffix(suffix)
+    return f"folder:{name}:{_size(path.resolve())}"
+
+
+@functools.lru_cache(maxsize=None)
+def _size(path: Path) -> int:
+    """Bytes under `path`; cached, since a tree of 60,000 images takes a while to walk and the
+    hash is asked for several times per command."""
     if path.is_file():
-        size = path.stat().st_size
-    elif path.is_dir():
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    else:
-        size = 0  # missing: loading it says so
-    return f"folder:{name}:{size}"
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return 0  # missing: loading it says so
 
 
 def _validate(config: Config) -> None:

@@ -68,12 +68,7 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
 
 def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
     """The trunk's own data/model/train/pretrain settings, with this command's IMP and runtime settings."""
-    d = runs.read(root).manifest.data
-    if d.get("kind") != "trunk":
-        raise UserError(f"{root} is not a trunk archive (it holds a {d.get('kind')} run)")
-    if d.get("status") != "complete":
-        raise UserError(f"trunk {root} is not complete (status {d.get('status')}); "
-                        "finish it first by running its `rewind train` command again")
+    d = runs.read_trunk(root).manifest.data
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
     runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items()

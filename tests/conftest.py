@@ -16,6 +16,14 @@ TINY = dict(source="synthetic", train_examples=1000, test_examples=500, model="r
             save_every="20it", progress="none")
 
 
+def cli_args(**overrides) -> list[str]:
+    """The tiny config as `rewind train` options (`source` is the `--data` option)."""
+    args = []
+    for key, value in {**TINY, **overrides}.items():
+        args += [f"--{'data' if key == 'source' else key.replace('_', '-')}", str(value)]
+    return args
+
+
 def tiny_config(**overrides) -> cfg.Config:
     return cfg.load(None, {**TINY, **overrides})
 

@@ -4,15 +4,12 @@ import json
 
 import pytest
 
-from conftest import TINY, run_cli
+from conftest import cli_args, run_cli
 from rewind.archive.lock import FolderLock
 
 
 def tiny_args(tmp_path, **overrides):
-    args = []
-    for key, value in {**TINY, "data_dir": str(tmp_path / "cache"), **overrides}.items():
-        args += [f"--{'data' if key == 'source' else key.replace('_', '-')}", str(value)]
-    return args
+    return cli_args(data_dir=str(tmp_path / "cache"), **overrides)
 
 
 def assert_one_line_error(code, err, *fragments):

@@ -153,9 +153,18 @@ def test_train_with_a_deficit_window_and_a_bad_one(tmp_path, cache, capsys):
     code, _, err = run_cli(["train", "--data", "synthetic", "--model", "resnet8", "--width", "8", "--steps", "20it",
                             "--deficit", "blurr:0it-10it", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and err.count("\n") == 1 and "bad phase 'blurr:0it-10it'" in err
-    config = tiny_config(data_dir=cache, steps="20it", deficit="no-weight-decay:0it-10it,vertical-flip:5it-15it")
-    train(config, tmp_path / "ok")
-    assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["config"]["train"]["deficit"] == config.train.deficit
+    plain = tiny_config(data_dir=cache, steps="20it")
+    train(plain, tmp_path / "plain")
+    # A window that opens after the run ends changes nothing, bit for bit ...
+    train(plain.with_values(deficit="vertical-flip:20it-30it"), tmp_path / "late")
+    final = {name: load(tmp_path / name, "trunk", 20) for name in ("plain", "late")}
+    assert all(torch.equal(final["plain"][k], final["late"][k]) for k in final["plain"])
+    # ... one inside the run changes the weights from its start on, and not before.
+    deficit = "no-weight-decay:5it-10it,vertical-flip:5it-15it"
+    train(plain.with_values(deficit=deficit), tmp_path / "ok")
+    assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["config"]["train"]["deficit"] == deficit
+    assert all(torch.equal(load(tmp_path / "plain", "trunk", 5)[k], v) for k, v in load(tmp_path / "ok", "trunk", 5).items())
+    assert not torch.equal(load(tmp_path / "plain", "trunk", 10)["conv.weight"], load(tmp_path / "ok", "trunk", 10)["conv.weight"])
 
 
 def test_warm_start_arms_share_the_first_phase(tmp_path, cache):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, tiny_config
+from conftest import cli_args, tiny_config
 from rewind.archive import run as runs
 from rewind.archive.stage import Stage
 from rewind.train import loop
@@ -106,9 +106,8 @@ def test_interrupted_run_resumes_to_identical_weights_and_metrics(reference, tmp
 def test_sigkill_halfway_then_same_command_matches_uninterrupted(reference, tmp_path):
     config, root, _ = reference
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "rewind.cli", "train", "--out", str(out)]
-    for key, value in {**TINY, "steps": "400it", "data_dir": str(tmp_path / "cache")}.items():
-        args += [f"--{'data' if key == 'source' else key.replace('_', '-')}", str(value)]
+    args = [sys.executable, "-m", "rewind.cli", "train", "--out", str(out),
+            *cli_args(steps="400it", data_dir=str(tmp_path / "cache"))]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -138,6 +137,5 @@ def test_compiled_step_gives_the_eager_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("REWIND_COMPILE_BACKEND", "eager")
     config = tiny_config(data_dir=str(tmp_path / "cache"), steps="10it", eval_every="10it", stats_every="0it")
     train(config, tmp_path / "eager")
-    result = train(config.with_values(compile="on"), tmp_path / "compiled")
-    assert result.final_test["acc"] > 0
+    train(config.with_values(compile="on"), tmp_path / "compiled")
     assert_same_weights(tmp_path / "eager", tmp_path / "compiled")

@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from rewind import models, seeds
+from rewind.train.loop import Hook
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def fisher_trace(model: nn.Module, x: torch.Tensor, n_examples: int | None = Non
     return FisherTrace(per, sum(per.values()), sum(v for k, v in per.items() if k in prunable), len(x))
 
 
-class FisherLog:
+class FisherLog(Hook):
     """A training hook: tr F at the plan's `fisher_steps`, under split `fisher` (total and per layer).
 
     The examples are a fixed seeded choice of unaugmented training images, so values at
@@ -101,12 +102,6 @@ class FisherLog:
         self.metrics, self.n_examples, self.seed = metrics, n_examples, seed
         idx = choose_examples(len(images), n_examples, seed).to(images.device)
         self.images = images[idx]
-
-    def after_step(self, iteration, loss, correct, count) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def at(self, step: int, state) -> None:
         if step not in state.plan.fisher_steps:

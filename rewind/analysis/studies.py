@@ -26,14 +26,6 @@ from rewind.errors import UserError
 from rewind.prune import masks as M
 
 
-def _trunk(root: Path) -> runs.Run:
-    run = runs.read(root)
-    if run.manifest.data.get("kind") != "trunk" or run.status != "complete":
-        raise UserError(f"{root} is not a complete trunk archive (kind {run.manifest.data.get('kind')}, "
-                        f"status {run.status}); finish it with its `rewind train` command first")
-    return run
-
-
 def imp_masks(root: Path) -> dict[tuple[str, int], Path]:
     """(branch name, level) -> mask file, for every IMP level the archive holds."""
     out = {}
@@ -58,7 +50,7 @@ def mask_overlaps(root: Path) -> pd.DataFrame:
 
 def stats(root: str | Path, **options) -> dict[str, Path]:
     root = Path(root)
-    _trunk(root)
+    runs.read_trunk(root)
     with FolderLock(root):  # not while a trunk or branch process writes here
         report = write_early_phase(root, **options)
         written = {"early_phase.csv": report.csv, "early_phase.png": report.png, "tensorboard": report.tensorboard}
@@ -74,7 +66,7 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
               overrides: dict | None = None) -> pd.DataFrame:
     """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it')."""
     root = Path(root)
-    run = _trunk(root)
+    run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
     ks = [steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()]
     if not ks or points < 2:

@@ -81,6 +81,18 @@ def read(root: str | Path) -> Run:
     return Run(Manifest.read(path))
 
 
+def read_trunk(root: str | Path) -> Run:
+    """A complete trunk archive, which branches and analyses read (and never retrain)."""
+    run = read(root)
+    kind = run.manifest.data.get("kind")
+    if kind != "trunk":
+        raise UserError(f"{root} is not a trunk archive (it holds a {kind} run)")
+    if run.status != "complete":
+        raise UserError(f"trunk {root} is not complete (status {run.status}); "
+                        "finish it first by running its `rewind train` command again")
+    return run
+
+
 def find(root: str | Path) -> list[Path]:
     """Run folders under `root` (the folder itself included), sorted by path."""
     root = Path(root)
