@@ -53,6 +53,9 @@ class TrainConfig:
     lr: float = _f(0.1, "peak learning rate")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "Nesterov momentum")
+    precision: str = _f("fp32", "arithmetic of the training forward: bf16 = autocast to bfloat16 (weights, optimizer "
+                                "and evaluation stay fp32); off by default until shown to match fp32 accuracy",
+                        choices=("fp32", "bf16"))
     weight_decay: float = _f(1e-4, "L2 weight decay on all parameters")
     lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma")
     lr_gamma: float = _f(0.1, "learning-rate factor at each milestone")
@@ -166,6 +169,8 @@ class Config:
         for key in OBSERVATION_FIELDS:  # when to evaluate, log or save changes no weight
             del d["train"][key]
         d["data"]["source"] = dataset_identity(self.data.source)
+        if self.train.precision == "fp32":
+            del d["train"]["precision"]  # the default: archives made before the option keep their hash
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
         return d

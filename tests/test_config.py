@@ -62,6 +62,10 @@ def test_hash_ignores_runtime_and_dataset_location_but_not_hyperparameters():
     assert a.hash() == b.hash()
     assert a.hash() != a.with_values(lr=0.05).hash()
     assert a.hash() != a.with_values(order_seed=1).hash()
+    # bf16 changes the weights; the fp32 default stays out of the hash, so archives made before the
+    # option existed keep theirs.
+    assert a.hash() != a.with_values(precision="bf16").hash()
+    assert "precision" not in a.experiment_dict()["train"]
 
 
 @pytest.mark.parametrize("name, examples, total, milestones", [

@@ -155,6 +155,9 @@ def test_mismatched_replicas_are_refused(tmp_path):
         segments = [Segment(s.state(s.new_model()), r.stage("trunk"), 0, s.test, "none") for s, r in ((a, ra), (b, rb))]
         with pytest.raises(UserError, match="one length; got 20, 24"):
             run_segments(segments)
+    fp32, bf16 = setup(), setup(precision="bf16")
+    with pytest.raises(UserError, match="one precision; got None, torch.bfloat16"):
+        Replicas([fp32.state(fp32.new_model()), bf16.state(bf16.new_model())])
 
 
 # Archives: two replicas, 24 iterations, checkpoints at 0, 1, 2, 5, 8, 10, 16, 24.

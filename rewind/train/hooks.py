@@ -53,7 +53,9 @@ class Eval(Hook):
 
     def at(self, step: int, state: TrainState) -> None:
         if step in self.steps:
-            result = evaluate(state.model, self.images, self.labels, state.loader.normalize)
+            # The compiled forward, when there is one: evaluation is then captured too (its own graph).
+            model = state.forward if state.forward is not None else state.model
+            result = evaluate(model, self.images, self.labels, state.loader.normalize)
             self.metrics.log("test", step, result, epoch=state.plan.epoch(step))
             self.last = {"step": step, **result}
 

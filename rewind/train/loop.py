@@ -25,6 +25,7 @@ class TrainState:
     # weight_decay_factor(iteration); None means the plain recipe.
     phases: Any = None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # a compiled model, when used
+    autocast: torch.dtype | None = None  # the training forward's reduced precision (bf16), None = fp32
 
     def __post_init__(self) -> None:
         self._applier = Applier(self.model, self.masks) if self.masks is not None else None
@@ -54,13 +55,19 @@ class Hook:
         pass
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision for the forward and loss when `dtype` is set; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     lr, wd = state.plan.lr_at(iteration), state.weight_decay(iteration)
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
     x, y = state.batch(iteration)
-    logits = (state.forward if state.forward is not None else state.model)(x)
-    loss = F.cross_entropy(logits, y)
+    with autocast(x.device, state.autocast):
+        logits = (state.forward if state.forward is not None else state.model)(x)
+        loss = F.cross_entropy(logits, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if state._applier is not None:

@@ -24,3 +24,8 @@ def compiled(model: nn.Module, setting: str, device: torch.device | None):
     if setting == "off" or (setting == "auto" and (device is None or device.type != "cuda")):
         return None
     return torch.compile(model, backend=os.environ.get("REWIND_COMPILE_BACKEND", "inductor"), dynamic=False)
+
+
+def autocast_dtype(t: TrainConfig) -> torch.dtype | None:
+    """The training forward's autocast dtype for `precision`, or None for plain fp32."""
+    return torch.bfloat16 if t.precision == "bf16" else None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rewind.errors import UserError
 from rewind.models.stacked import StackedResNet
 from rewind.prune.masks import Applier
-from rewind.train.loop import TrainState
+from rewind.train.loop import TrainState, autocast
 from rewind.train.optim import compiled
 from rewind.train.segment import Segment, SegmentResult
 
@@ -88,9 +88,10 @@ class Replicas:
 
     def __init__(self, states: Sequence[TrainState]):
         self.states = list(states)
-        if len({s.loader.batch_size for s in self.states}) > 1:
-            raise UserError("replicas trained together need one batch size; got "
-                            + ", ".join(str(s.loader.batch_size) for s in self.states))
+        for what, values in (("batch size", [s.loader.batch_size for s in self.states]),
+                             ("precision", [s.autocast for s in self.states])):
+            if len(set(values)) > 1:
+                raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
         self.model = StackedResNet.of([s.model for s in self.states])
         self.names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
@@ -189,8 +190,9 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
                         + ", ".join(str(len(y)) for _, y in batches))
     x = torch.cat([x for x, _ in batches], dim=1).contiguous(memory_format=torch.channels_last)
     y = torch.stack([y for _, y in batches])  # (N, B)
-    logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
-    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
+    with autocast(x.device, states[0].autocast):
+        logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
     replicas.model.zero_grad(set_to_none=True)
     losses.sum().backward()
     if replicas.applier is not None:
@@ -248,6 +250,10 @@ def _train(segments: Sequence[Segment]) -> None:
     """The loop of `loop.run`, stacked: one step for all, then each replica's own hooks."""
     replicas = Replicas([s.state for s in segments])
     replicas.model.train()
+    for segment in segments:
+        # Replicas train through the stacked (compiled) model; compiling each one's own model too,
+        # only for its evaluations, would cost N compilations.
+        segment.state.forward = None
     firsts = [s.first for s in segments]
     # The replicas' models and optimizers are written only where a hook may read them.
     sync = [s.state.plan.eval_steps | s.state.plan.log_steps | s.state.plan.save_steps | s.state.plan.stats_steps

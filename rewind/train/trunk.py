@@ -16,7 +16,7 @@ from rewind.config import Config
 from rewind.errors import UserError
 from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
-from rewind.train.optim import compiled, make_optimizer
+from rewind.train.optim import autocast_dtype, compiled, make_optimizer
 from rewind.train.schedule import Plan
 from rewind.train.replicas import run_segments
 from rewind.train.segment import Segment, SegmentResult, run_segment
@@ -66,7 +66,8 @@ class Setup:
             masks = to_device(masks, self.device)
         return TrainState(model, make_optimizer(model, t), loader, plan or self.plan, masks=masks,
                           phases=self.deficits(t.deficit),
-                          forward=compiled(model, self.config.runtime.compile, self.device))
+                          forward=compiled(model, self.config.runtime.compile, self.device),
+                          autocast=autocast_dtype(t))
 
     def deficits(self, text: str):
         """The PhaseSchedule of deficit windows written as in `--deficit`, or None for none."""
