@@ -115,6 +115,8 @@ def runtime_overrides(options: dict[str, Any]) -> dict[str, Any]:
 
 @cli.command("warm-start")
 @config_options(("data", "model", "train", "warm", "runtime"))
+@click.option("--parallel", type=click.IntRange(min=1), default=None,
+              help="train up to this many of the four arms together on one device (replica trainer)  [default: 1]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def warm_start(config_file: str | None, out: str, **options: Any) -> None:
     """Warm starting: train on a subset, then on all data from those weights (as is, shrink-perturbed,
@@ -141,12 +143,14 @@ def stats(run: str, **options: Any) -> None:
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
 @click.option("--points", default=11, show_default=True, help="points on the linear path, endpoints included")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
+              help="2 or more: train the two children of each k together on one device (replica trainer)")
 @config_options(("runtime",), with_file=False)
-def stability(run: str, at: str, points: int, **options: Any) -> None:
+def stability(run: str, at: str, points: int, parallel: int, **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
     from rewind.analysis.studies import stability as run_stability
 
-    table = run_stability(run, at, points, overrides=runtime_overrides(options))
+    table = run_stability(run, at, points, overrides=runtime_overrides(options), parallel=parallel)
     click.echo(_table([{"k": r["k"], "barrier": f"{100 * r['barrier']:.2f}%"} for r in table.to_dict("records")]))
     click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
 

@@ -27,8 +27,8 @@ from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
 from rewind.errors import UserError
 from rewind.train import trunk
-from rewind.train.replicas import run_segments
-from rewind.train.segment import Segment, restore, train_segment
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment, restore
 from rewind.train.trunk import Setup
 
 
@@ -94,29 +94,27 @@ def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
     trunk.train(trunk_config, root, extra_saves=tuple(a.start for a in arms))
     trunk_stage = runs.read(root).stage("trunk")
     key = "window_start" if config.critical.window.strip() else "removal"
-    rows = []
-    parallel = config.study.parallel
-    for i in range(0, len(arms), parallel):  # continuations of one length: they can train together
-        group = arms[i:i + parallel]
-        with ExitStack() as stack:
-            branches, segments = [], []
-            for arm in group:
-                arm_config = config.with_values(deficit=arm.deficit, steps=f"{arm.end}it")
-                setup = Setup.create(arm_config)
-                identity = {"trunk": trunk_config.hash(), "deficit": arm.deficit, "start": arm.start, "end": arm.end}
-                path = root / "branches" / f"critical-{arm.start}-{runs.identity_hash(identity)[:8]}"
-                branch = stack.enter_context(open_run(path, "critical", arm_config.to_dict(), identity))
-                state = setup.state(setup.new_model())
-                restore(state, trunk_stage, arm.start)  # weights, momentum and RNG at the start point
-                branches.append(branch)
-                segments.append(Segment(state, branch.stage("continuation"), arm.start, setup.test,
-                                        config.runtime.progress, f"from {steps.format(arm.start, ipe)}"))
-            results = run_segments(segments) if len(segments) > 1 else [train_segment(segments[0])]
-            for arm, branch, result in zip(group, branches, results):
-                branch.update(status="complete", final_test=result.final_test)
-                rows.append({key: arm.start, f"{key}_epoch": arm.start / ipe, "deficit": arm.deficit or trunk_deficit,
-                             "end": arm.end, "final_test_acc": result.final_test["acc"],
-                             "best_test_acc": result.best_test_acc})
+    with ExitStack() as stack:
+        branches, segments = [], []
+        for arm in arms:
+            arm_config = config.with_values(deficit=arm.deficit, steps=f"{arm.end}it")
+            setup = Setup.create(arm_config)
+            identity = {"trunk": trunk_config.hash(), "deficit": arm.deficit, "start": arm.start, "end": arm.end}
+            path = root / "branches" / f"critical-{arm.start}-{runs.identity_hash(identity)[:8]}"
+            branch = stack.enter_context(open_run(path, "critical", arm_config.to_dict(), identity))
+            state = setup.state(setup.new_model())
+            restore(state, trunk_stage, arm.start)  # weights, momentum and RNG at the start point
+            branches.append(branch)
+            segments.append(Segment(state, branch.stage("continuation"), arm.start, setup.test,
+                                    config.runtime.progress, f"from {steps.format(arm.start, ipe)}"))
+        # Continuations share a length, so up to --parallel of them train together.
+        results = train_segments(segments, config.study.parallel)
+        rows = []
+        for arm, branch, result in zip(arms, branches, results):
+            branch.update(status="complete", final_test=result.final_test)
+            rows.append({key: arm.start, f"{key}_epoch": arm.start / ipe, "deficit": arm.deficit or trunk_deficit,
+                         "end": arm.end, "final_test_acc": result.final_test["acc"],
+                         "best_test_acc": result.best_test_acc})
     df = pd.DataFrame(rows)
     write_text(root / "arms.csv", df.to_csv(index=False))  # this trunk's arms; results.csv summarises replicates
     return df

@@ -27,8 +27,8 @@ from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
 from rewind.train import trunk
 from rewind.train.schedule import Plan
-from rewind.train.replicas import run_segments
-from rewind.train.segment import Segment, SegmentResult, train_segment
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment, SegmentResult
 from rewind.train.trunk import Setup
 
 
@@ -96,10 +96,17 @@ def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[Im
             raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
                             f"{', '.join(map(str, held.steps()))}. Choose one of those with --rewind-iter, "
                             f"or train a trunk with --save-at {k}")
-    if configs[0].plain() != configs[0]:
-        # Controls and perturbations reuse the plain branch's masks level by level: train it first if needed.
-        _train_branches([Branch(c.plain(), s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)])
-    return _train_branches([Branch(c, s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)])
+    branches = [Branch(c, s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)]
+    if configs[0].plain() == configs[0]:
+        return _train_branches(branches)
+    # Controls and perturbations reuse the plain branch's masks level by level (a complete plain
+    # branch is only read back). A level's plain mask is written before its control's is read,
+    # so both train together when --parallel allows; otherwise the plain branch goes first.
+    plain = [Branch(c.plain(), s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)]
+    if len(plain) + len(branches) <= configs[0].study.parallel:
+        return _train_branches(plain + branches)[len(plain):]
+    _train_branches(plain)
+    return _train_branches(branches)
 
 
 def _train_branches(branches: list["Branch"]) -> list[ImpResult]:
@@ -109,7 +116,7 @@ def _train_branches(branches: list["Branch"]) -> list[ImpResult]:
             stack.enter_context(b)
         for level in range(1, branches[0].config.imp.levels + 1):
             segments = [b.segment(level) for b in branches]
-            results = run_segments(segments) if len(segments) > 1 else [train_segment(segments[0])]
+            results = train_segments(segments, parallel=len(segments))
             for b, segment, result in zip(branches, segments, results):
                 b.finish(level, segment, result)
         for b in branches:

@@ -13,6 +13,7 @@ All arms read the same first-phase checkpoint of the trunk; each is a branch und
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,8 @@ from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
 from rewind.train import trunk
-from rewind.train.segment import run_segment
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
 from rewind.train.warmstart import reset_layers, shrink_perturb
 
@@ -38,18 +40,24 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     first_weights = trunk_run.stage("trunk").load(trunk_run.manifest.data["total_iterations"]).tensors
     second = config.with_values(steps=w.second_steps)
     setup = Setup.create(second)
-    rows = []
-    for arm in ARMS:
-        identity = {"trunk": first.hash(), "arm": arm, "second": second.hash(),
-                    **({"lam": w.shrink, "sigma": w.perturb_sigma} if arm == "shrink-perturb" else {}),
-                    **({"reset": w.reset_layers} if arm == "reset" else {})}
-        path = out / "branches" / f"warm-{arm}-{runs.identity_hash(identity)[:8]}"
-        with open_run(path, "warm-start", second.to_dict(), identity) as branch:
-            model = _start(setup, arm, first_weights, config)
-            result = run_segment(setup.state(model), branch.stage("second"), 0, setup.test,
-                                 config.runtime.progress, arm)
+    with ExitStack() as stack:
+        branches, segments = [], []
+        for arm in ARMS:
+            identity = {"trunk": first.hash(), "arm": arm, "second": second.hash(),
+                        **({"lam": w.shrink, "sigma": w.perturb_sigma} if arm == "shrink-perturb" else {}),
+                        **({"reset": w.reset_layers} if arm == "reset" else {})}
+            path = out / "branches" / f"warm-{arm}-{runs.identity_hash(identity)[:8]}"
+            branch = stack.enter_context(open_run(path, "warm-start", second.to_dict(), identity))
+            state = setup.state(_start(setup, arm, first_weights, config))
+            branches.append(branch)
+            segments.append(Segment(state, branch.stage("second"), 0, setup.test, config.runtime.progress, arm))
+        # The arms share the second phase's length, so up to --parallel of them train together.
+        results = train_segments(segments, config.study.parallel)
+        rows = []
+        for arm, branch, result in zip(ARMS, branches, results):
             branch.update(status="complete", final_test=result.final_test)
-        rows.append({"arm": arm, "final_test_acc": result.final_test["acc"], "best_test_acc": result.best_test_acc})
+            rows.append({"arm": arm, "final_test_acc": result.final_test["acc"],
+                         "best_test_acc": result.best_test_acc})
     table = pd.DataFrame(rows)
     scratch = table.set_index("arm").loc["scratch", "final_test_acc"]
     table["gap_to_scratch"] = table["final_test_acc"] - scratch

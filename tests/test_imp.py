@@ -11,7 +11,7 @@ from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import magnitude
 from rewind.prune import masks as M
-from rewind.train import loop
+from rewind.train import loop, replicas
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,25 @@ def test_controls_use_the_plain_branchs_masks(trunk):
     rand = M.load(rprune.branch / "level_02" / "mask.safetensors")
     assert all(int(rand[n].sum()) == int(plain[n].sum()) for n in plain)  # same per-layer density
     assert not all(torch.equal(rand[n], plain[n]) for n in plain)
+
+
+def test_parallel_control_trains_with_its_plain_branch(trunk, monkeypatch):
+    """With --parallel 2, a control whose plain branch does not exist yet trains beside it, level by level."""
+    config, root, _ = trunk
+    stacked = []
+    real = replicas.run_segments
+    monkeypatch.setattr(replicas, "run_segments", lambda segments: stacked.append(len(segments)) or real(segments))
+    [control] = imp.run(config.with_values(rewind_iter="10it", control="random-prune", levels=2, parallel=2),
+                        from_=root)
+    assert stacked == [2, 2]  # levels 1 and 2, each plain + control in one stacked model
+    [plain_dir] = [p for p in (root / "branches").glob("imp-k10-*") if "random-prune" not in p.name]
+    assert runs.read(plain_dir).manifest.data["status"] == "complete"
+    for level in (1, 2):
+        plain = M.load(plain_dir / f"level_{level:02d}" / "mask.safetensors")
+        rand = M.load(control.branch / f"level_{level:02d}" / "mask.safetensors")
+        assert all(int(rand[n].sum()) == int(plain[n].sum()) for n in plain)
+        assert not all(torch.equal(rand[n], plain[n]) for n in plain)
+    assert [r["density"] for r in control.rows] == pytest.approx([1.0, 0.8, 0.64], abs=0.01)
 
 
 def test_layerwise_prunes_every_layer_by_the_fraction():

@@ -36,7 +36,8 @@ from rewind.data.loader import DeviceLoader, Normalizer
 from rewind.prune.masks import Masks
 from rewind.train import loop
 from rewind.train.evaluate import evaluate
-from rewind.train.segment import run_segment
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
 
 Batches = Sequence[tuple[Tensor, Tensor]]
@@ -118,21 +119,22 @@ class Child:
 
 def train_children(run_root: str | Path, k: int, order_seeds: Sequence[int] = (1, 2), masks: Masks | None = None,
                    stages: Sequence[Stage] | None = None, keep_momentum: bool = False,
-                   overrides: dict[str, Any] | None = None) -> tuple[Setup, list[Child]]:
+                   overrides: dict[str, Any] | None = None, parallel: int = 1) -> tuple[Setup, list[Child]]:
     """Train one child per order seed from the trunk's checkpoint at iteration `k` to the plan's end.
 
     Each child starts from the trunk's weights and buffers at `k` (under `masks` if given), on
     the trunk's LR schedule from `k`, with a fresh optimizer unless `keep_momentum` (then the
     trunk's momentum at `k`, which needs its `.state.pt`). Only the data order differs: the
     augmentation seed is the trunk's. With `stages` (one per child, e.g. `child_1`, `child_2`
-    of a branch whose folder lock the caller holds) each child is trained by `run_segment`,
-    so it writes checkpoints and metrics and resumes; otherwise it trains in memory.
+    of a branch whose folder lock the caller holds) each child is trained as a segment, so it
+    writes checkpoints and metrics and resumes, up to `parallel` of them together (replica
+    trainer). Without `stages` they train in memory, one after another.
     Returns the trunk's Setup (for `barrier`) and the children.
     """
     run, setup = reopen(run_root, overrides)
     trunk = run.stage("trunk").load(k, with_state=keep_momentum)
-    children = []
-    for i, seed in enumerate(order_seeds):
+    states = []
+    for seed in order_seeds:
         child_setup = dataclasses.replace(setup, config=setup.config.with_values(order_seed=seed))
         model = setup.new_model()
         load_weights(model, trunk.tensors)
@@ -141,13 +143,18 @@ def train_children(run_root: str | Path, k: int, order_seeds: Sequence[int] = (1
             state = dataclasses.replace(state, masks=masks)  # __post_init__ masks the weights
         if keep_momentum:
             state.optimizer.load_state_dict(trunk.state["optimizer"])
-        if stages is not None:
-            final_test = run_segment(state, stages[i], k, setup.test, setup.config.runtime.progress,
-                                     f"child {seed}").final_test
-        else:
+        states.append(state)
+    if stages is not None:
+        segments = [Segment(state, stage, k, setup.test, setup.config.runtime.progress, f"child {seed}")
+                    for state, stage, seed in zip(states, stages, order_seeds)]
+        tests = [r.final_test for r in train_segments(segments, parallel)]
+    else:
+        tests = []
+        for state in states:
             loop.run(state, k, setup.plan.total, hooks=[])
-            final_test = evaluate(model, *setup.test, state.loader.normalize)
-        children.append(Child(seed, {n: v.detach().clone() for n, v in model.state_dict().items()}, final_test))
+            tests.append(evaluate(state.model, *setup.test, state.loader.normalize))
+    children = [Child(seed, {n: v.detach().clone() for n, v in state.model.state_dict().items()}, test)
+                for seed, state, test in zip(order_seeds, states, tests)]
     return setup, children
 
 

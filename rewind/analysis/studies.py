@@ -63,8 +63,10 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
 
 
 def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[int, int] = (1, 2),
-              overrides: dict | None = None) -> pd.DataFrame:
-    """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it')."""
+              overrides: dict | None = None, parallel: int = 1) -> pd.DataFrame:
+    """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it').
+
+    With `parallel` >= 2 the two children of each k train together (replica trainer)."""
     root = Path(root)
     run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
@@ -79,7 +81,8 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
         path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
         with open_run(path, "stability", {"k": k, "points": points}, identity) as branch:
             stages = [branch.stage(f"child_{s}") for s in order_seeds]
-            result, children = connectivity(root, k, order_seeds, points, stages=stages, overrides=overrides)
+            result, children = connectivity(root, k, order_seeds, points, stages=stages, overrides=overrides,
+                                            parallel=parallel)
             write_text(path / "interpolation.csv", result.frame().to_csv(index=False))
             branch.update(status="complete", k=k, barrier=result.barrier,
                           child_test_acc=[c.final_test["acc"] for c in children])

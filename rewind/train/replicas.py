@@ -19,7 +19,7 @@ from rewind.models.stacked import StackedResNet
 from rewind.prune.masks import Applier
 from rewind.train.loop import TrainState, autocast
 from rewind.train.optim import compiled
-from rewind.train.segment import Segment, SegmentResult
+from rewind.train.segment import Segment, SegmentResult, train_segment
 
 
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -244,6 +244,15 @@ def run_segments(items: Sequence[Segment]) -> list[SegmentResult]:
         for segment in opened:
             segment.close()
     return [segment.result() for segment in items]
+
+
+def train_segments(items: Sequence[Segment], parallel: int = 1) -> list[SegmentResult]:
+    """Every segment, in order: up to `parallel` at a time trained together (`run_segments`), a lone one alone."""
+    results: list[SegmentResult] = []
+    for i in range(0, len(items), parallel):
+        group = items[i:i + parallel]
+        results += run_segments(group) if len(group) > 1 else [train_segment(group[0])]
+    return results
 
 
 def _train(segments: Sequence[Segment]) -> None:
