@@ -76,6 +76,7 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
     \b
     rewind imp --config configs/smoke.toml --levels 3 --rewind-iter 50 --out runs/smoke
     rewind imp --from runs/smoke --rewind-iter 100 --levels 3     # same trunk, another k
+    rewind imp --from runs/smoke --rewind-iter 0,20,100 --parallel 3   # a rewind-point sweep
     """
     from rewind.imp import run
 
@@ -86,7 +87,7 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
                             "test_acc": f"{100 * row['final_test_acc']:.2f}%",
                             "best": f"{100 * row['best_test_acc']:.2f}%"} for row in r.rows]))
     if len(results) > 1:
-        click.echo(f"summary over {len(results)} replicates: {Path(out) / 'results.csv'}")
+        click.echo(f"summary of {len(results)} branches: {Path(out or from_) / 'results.csv'}")
 
 
 @cli.command("critical-period")

@@ -94,7 +94,8 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class ImpConfig:
     levels: int = _f(20, "IMP rounds; level L trains at density (1 - prune_fraction)^L")
-    rewind_iter: str = _f("0it", "rewind surviving weights to this trunk iteration, e.g. 500 or '2ep'")
+    rewind_iter: str = _f("0it", "rewind surviving weights to this trunk iteration, e.g. 500 or '2ep'; several, "
+                                 "comma-separated ('0,100,500'), sweep the rewind point")
     prune_fraction: float = _f(0.2, "fraction of the remaining weights removed per level")
     layerwise: bool = _f(False, "prune each layer by the same fraction instead of by global magnitude")
     dense_layers: str = _f("", "comma-separated weights (or prefixes) never pruned, e.g. 'conv.weight,fc.weight'")
@@ -203,9 +204,9 @@ class Config:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                              "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
                              "warm": WarmConfig, "study": StudyConfig, "runtime": RuntimeConfig}
-STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "rewind_iter", "after",
+STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "after",
                "window", "stats_every", "stats_until", "fisher_every", "second_steps")
-STEP_LIST_FIELDS = ("lr_milestones", "save_at")
+STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
 # What is observed and kept, not what is trained: left out of the trunk's identity.
 OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats_every", "stats_until",
                       "fisher_every", "fisher_examples")
@@ -260,6 +261,8 @@ def _validate(config: Config) -> None:
             if not p.isdigit():
                 steps.check(p, name)
         steps.check(parts[-1], name)
+    if not steps.parse_list(config.imp.rewind_iter, 1):
+        raise UserError("rewind_iter must name at least one iteration, e.g. '500' or '0,100,500'")
     if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
         raise UserError("levels must be >= 0, replicates and parallel >= 1")
     from rewind.data.phases import parse_list

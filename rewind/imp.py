@@ -42,11 +42,14 @@ class ImpResult:
 def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | None = None) -> list[ImpResult]:
     """IMP on the trunk at `from_` (never retrained), or on a trunk trained first into `out`.
 
-    With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... and the
-    per-level results are summarised over them in `out/results.csv`. With `parallel` P > 1,
-    up to P replicates train together (trunks, then each level) through the replica trainer.
+    `rewind_iter` may list several k ('0,100,500'): one branch per k, all on the same trunk.
+    With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... . With
+    `parallel` P > 1, up to P trainings of one level run together through the replica trainer
+    (replicate trunks, then each level's branches: replicates, rewind points, a control beside
+    its plain branch). Several branches are summarised per level and k (mean and spread over
+    replicates) in `results.csv` of `out` (or of the trunk).
     """
-    from rewind.analysis.results import write_replicate_summary
+    from rewind.analysis.results import write_summary
 
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
@@ -54,15 +57,17 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     if from_ is not None:
         if replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
-        return _group([config], [Path(from_)], reuse=True)
-    if replicates == 1:
-        return _group([config], [Path(out)], reuse=False)
-    configs = [cfg.replicate(config, r) for r in range(replicates)]
-    roots = [Path(out) / f"rep-{r:02d}" for r in range(replicates)]
-    results = []
-    for i in range(0, replicates, parallel):
-        results += _group(configs[i:i + parallel], roots[i:i + parallel], reuse=False)
-    write_replicate_summary(Path(out), [r.rows for r in results])
+        results = _group([config], [Path(from_)], reuse=True)
+    elif replicates == 1:
+        results = _group([config], [Path(out)], reuse=False)
+    else:
+        configs = [cfg.replicate(config, r) for r in range(replicates)]
+        roots = [Path(out) / f"rep-{r:02d}" for r in range(replicates)]
+        results = []
+        for i in range(0, replicates, parallel):
+            results += _group(configs[i:i + parallel], roots[i:i + parallel], reuse=False)
+    if len(results) > 1:
+        write_summary(Path(out or from_), [r.rows for r in results])
     return results
 
 
@@ -78,45 +83,47 @@ def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
 
 
 def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[ImpResult]:
-    """IMP for trunks that train together: same schedule, different seeds (replicates)."""
+    """IMP for trunks that train together (same schedule, different seeds), at every rewind point."""
     if reuse:
         configs = [_trunk_config(c, r) for c, r in zip(configs, roots)]
     setups = [Setup.create(c) for c in configs]
-    ks = [steps.parse(c.imp.rewind_iter, s.plan.iterations_per_epoch, "rewind point") for c, s in zip(configs, setups)]
-    if ks[0] >= setups[0].plan.total:
-        raise UserError(f"rewind point {ks[0]} is not before the end of training ({setups[0].plan.total} iterations)")
+    ipe, total = setups[0].plan.iterations_per_epoch, setups[0].plan.total
+    ks = sorted(set(steps.parse_list(configs[0].imp.rewind_iter, ipe, "rewind point")))
+    if ks[-1] >= total:
+        raise UserError(f"rewind point {ks[-1]} is not before the end of training ({total} iterations)")
     if not reuse:
         if len(configs) > 1:
-            trunk.train_replicas(configs, roots, extra_saves=(ks[0],))
+            trunk.train_replicas(configs, roots, extra_saves=tuple(ks))
         else:
-            trunk.train(configs[0], roots[0], extra_saves=(ks[0],))
-    for c, root, k in zip(configs, roots, ks):
+            trunk.train(configs[0], roots[0], extra_saves=tuple(ks))
+    for c, root in zip(configs, roots):
         held = runs.read(root).stage("trunk")
-        if not held.has(k, with_state=c.imp.rewind_optimizer):
-            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
-                            f"{', '.join(map(str, held.steps()))}. Choose one of those with --rewind-iter, "
-                            f"or train a trunk with --save-at {k}")
-    branches = [Branch(c, s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)]
+        for k in ks:
+            if not held.has(k, with_state=c.imp.rewind_optimizer):
+                raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
+                                f"{', '.join(map(str, held.steps()))}. Choose from those with --rewind-iter, "
+                                f"or train a trunk with --save-at {k}")
+    # Each branch records its own k.
+    runs_at = [(c.with_values(rewind_iter=f"{k}it"), s, r, k) for k in ks for c, s, r in zip(configs, setups, roots)]
+    branches = [Branch(*a) for a in runs_at]
+    parallel = configs[0].study.parallel
     if configs[0].plain() == configs[0]:
-        return _train_branches(branches)
+        return _train_branches(branches, parallel)
     # Controls and perturbations reuse the plain branch's masks level by level (a complete plain
-    # branch is only read back). A level's plain mask is written before its control's is read,
-    # so both train together when --parallel allows; otherwise the plain branch goes first.
-    plain = [Branch(c.plain(), s, r, k) for c, s, r, k in zip(configs, setups, roots, ks)]
-    if len(plain) + len(branches) <= configs[0].study.parallel:
-        return _train_branches(plain + branches)[len(plain):]
-    _train_branches(plain)
-    return _train_branches(branches)
+    # branch is only read back). All of a level's masks are made before it trains, plain ones
+    # first, so a control may train beside its plain branch.
+    plain = [Branch(c.plain(), s, r, k) for c, s, r, k in runs_at]
+    return _train_branches(plain + branches, parallel)[len(plain):]
 
 
-def _train_branches(branches: list["Branch"]) -> list[ImpResult]:
-    """Every level of every branch; the branches of one level train together when there are several."""
+def _train_branches(branches: list["Branch"], parallel: int) -> list[ImpResult]:
+    """Every level of every branch; up to `parallel` branches of one level train together."""
     with ExitStack() as stack:
         for b in branches:
             stack.enter_context(b)
         for level in range(1, branches[0].config.imp.levels + 1):
             segments = [b.segment(level) for b in branches]
-            results = train_segments(segments, parallel=len(segments))
+            results = train_segments(segments, parallel)
             for b, segment, result in zip(branches, segments, results):
                 b.finish(level, segment, result)
         for b in branches:

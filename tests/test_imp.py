@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,48 @@ def test_replicates_report_mean_and_spread(tmp_path):
     assert summary.final_test_acc_mean.tolist() == pytest.approx(np.mean(accs, axis=0))
     assert summary.final_test_acc_std.tolist() == pytest.approx(np.std(accs, axis=0, ddof=1))
     assert summary.replicates.tolist() == [2, 2]
+
+
+def test_rewind_point_sweep_trains_its_branches_together_and_resumes(trunk, tmp_path, monkeypatch):
+    """`--rewind-iter 0,20 --parallel 2`: the two branches of a level share their end, so the k=20
+    one joins the stacked model at iteration 20; each equals its sequential run up to rounding, and
+    an interrupted sweep resumes from the latest step both hold."""
+    config, root, _ = trunk
+    sweep = config.with_values(rewind_iter="0,20", levels=1)
+    trunks = {}
+    for name in ("sequential", "parallel", "interrupted"):
+        trunks[name] = tmp_path / name
+        shutil.copytree(root, trunks[name], ignore=shutil.ignore_patterns("branches"))
+    seq = imp.run(sweep, from_=trunks["sequential"])
+    stacked, real = [], replicas.train_step_replicas
+    monkeypatch.setattr(replicas, "train_step_replicas", lambda r, its: stacked.append(list(its)) or real(r, its))
+    par = imp.run(sweep.with_values(parallel=2), from_=trunks["parallel"])
+    assert stacked[0] == [0] and stacked[19] == [19] and stacked[20] == [20, 20] and len(stacked) == 60
+    assert [r.rows[1]["rewind_iter"] for r in par] == [0, 20]
+    for a, b in zip(seq, par):
+        assert [r["density"] for r in a.rows] == [r["density"] for r in b.rows]
+        wa, wb = (level_weights(r.branch, 1, step=60).tensors["blocks.2.conv2.weight"] for r in (a, b))
+        assert (wa - wb).norm() / wa.norm() < 0.005  # float rounding of grouped convolutions only
+    start = level_weights(par[1].branch, 1, step=20).tensors  # the k=20 branch starts from the masked trunk at 20
+    mask = M.load(par[1].branch / "level_01" / "mask.safetensors")
+    at_k = runs.read(root).stage("trunk").load(20).tensors
+    assert torch.equal(start["conv.weight"], at_k["conv.weight"] * mask["conv.weight"])
+    summary = pd.read_csv(trunks["parallel"] / "results.csv")  # one table for the sweep, per k and level
+    assert summary[["rewind_iter", "level"]].values.tolist() == [[0, 0], [0, 1], [20, 0], [20, 1]]
+    assert (trunks["parallel"] / "results.png").stat().st_size > 10_000
+
+    def interrupted(r, its):
+        if its[0] == 50:
+            raise KeyboardInterrupt
+        return real(r, its)
+
+    monkeypatch.setattr(replicas, "train_step_replicas", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        imp.run(sweep.with_values(parallel=2), from_=trunks["interrupted"])
+    stacked.clear()
+    monkeypatch.setattr(replicas, "train_step_replicas", lambda r, its: stacked.append(list(its)) or real(r, its))
+    again = imp.run(sweep.with_values(parallel=2), from_=trunks["interrupted"])
+    assert stacked[0] == [40, 40] and len(stacked) == 20  # both hold iteration 40 (saved every 20 after k)
+    for a, b in zip(par, again):
+        wa, wb = level_weights(a.branch, 1, step=60).tensors, level_weights(b.branch, 1, step=60).tensors
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -153,7 +153,7 @@ def test_mismatched_replicas_are_refused(tmp_path):
     with runs.open_run(tmp_path / "a", "trunk", a.config.to_dict(), a.config.experiment_dict()) as ra, \
             runs.open_run(tmp_path / "b", "trunk", b.config.to_dict(), b.config.experiment_dict()) as rb:
         segments = [Segment(s.state(s.new_model()), r.stage("trunk"), 0, s.test, "none") for s, r in ((a, ra), (b, rb))]
-        with pytest.raises(UserError, match="one length; got 20, 24"):
+        with pytest.raises(UserError, match="one length or one end; got lengths 20, 24 and ends 20, 24"):
             run_segments(segments)
     fp32, bf16 = setup(), setup(precision="bf16")
     with pytest.raises(UserError, match="one precision; got None, torch.bfloat16"):

@@ -16,7 +16,7 @@ def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> Non
     for label, df in series:
         x = 100 * df["density"]
         if "final_test_acc_std" in df:
-            ax.errorbar(x, 100 * df["final_test_acc_mean"], yerr=100 * df["final_test_acc_std"], marker="o",
+            ax.errorbar(x, 100 * df["final_test_acc_mean"], yerr=100 * df["final_test_acc_std"].fillna(0), marker="o",
                         capsize=3, label=label)
         else:
             ax.plot(x, 100 * df["final_test_acc"], marker="o", label=label)
@@ -33,8 +33,7 @@ def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> Non
     save_png(fig, path)
 
 
-def _label(df: pd.DataFrame) -> str:
-    row = df.iloc[0]
+def _label(row) -> str:
     label = f"rewind to {row['rewind_iter']}"
     if row["pretrain"] != "none":
         label += f", pretrain {row['pretrain']}"
@@ -46,22 +45,25 @@ def _label(df: pd.DataFrame) -> str:
 def write_imp_results(branch: Path, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     write_text(branch / "results.csv", df.to_csv(index=False))
-    _plot(branch / "results.png", [(_label(df), df)], f"IMP: {branch.name}")
+    _plot(branch / "results.png", [(_label(df.iloc[0]), df)], f"IMP: {branch.name}")
     return df
 
 
-def write_replicate_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
-    """Mean and spread (std over replicates) of each level's accuracy, in `root/results.csv`."""
-    df = pd.concat([pd.DataFrame(t).assign(replicate=r) for r, t in enumerate(tables)])
-    keys = ["level", "rewind_iter", "pretrain", "control"]
+def write_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
+    """Mean and spread (std over replicates) of each level's accuracy per rewind point, in
+    `root/results.csv`, and one curve per rewind point in `root/results.png`."""
+    df = pd.concat([pd.DataFrame(t) for t in tables])
+    keys = ["rewind_iter", "pretrain", "control", "level"]
     summary = df.groupby(keys, as_index=False).agg(
         density=("density", "mean"),
         remaining=("remaining", "mean"),
         final_test_acc_mean=("final_test_acc", "mean"),
         final_test_acc_std=("final_test_acc", "std"),
         best_test_acc_mean=("best_test_acc", "mean"),
-        replicates=("replicate", "count"),
+        replicates=("final_test_acc", "count"),
     )
     write_text(root / "results.csv", summary.to_csv(index=False))
-    _plot(root / "results.png", [(_label(summary), summary)], f"IMP: {root.name} ({len(tables)} replicates)")
+    series = [(_label(group.iloc[0]), group) for _, group in summary.groupby(keys[:3], sort=True)]
+    replicates = int(summary.replicates.max())
+    _plot(root / "results.png", series, f"IMP: {root.name}" + (f" ({replicates} replicates)" if replicates > 1 else ""))
     return summary

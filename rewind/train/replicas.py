@@ -86,7 +86,9 @@ class StackedSGD:
 class Replicas:
     """N TrainStates trained as one stacked model; their own models and optimizers are written on demand."""
 
-    def __init__(self, states: Sequence[TrainState]):
+    def __init__(self, states: Sequence[TrainState], compile: bool | None = None):
+        """`compile`: compile the stacked forward; by default when the replicas' own states are compiled
+        (same setting, same device)."""
         self.states = list(states)
         for what, values in (("batch size", [s.loader.batch_size for s in self.states]),
                              ("precision", [s.autocast for s in self.states])):
@@ -96,9 +98,10 @@ class Replicas:
         self.names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
         self.applier = self._masks()
-        # Compiled when the replicas' own states are (same setting, same device).
+        if compile is None:
+            compile = self.states[0].forward is not None
         self.forward: Callable[[torch.Tensor], torch.Tensor] | None = (
-            compiled(self.model, "on", None) if self.states[0].forward is not None else None)
+            compiled(self.model, "on", None) if compile else None)
         self.last: tuple[list[float], list[float]] | None = None  # (lrs, wds) of the last step
         self.load()
 
@@ -207,39 +210,54 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
 def _check(items: Sequence[Segment]) -> None:
     if not items:
         raise UserError("run_segments needs at least one segment")
-    # Starts may differ (continuations from several removal points): replica k trains its own
-    # iteration start_k + i at stacked step i, so only the length must be shared.
-    for what, value in (("length", lambda s: s.end - s.start), ("batch size", lambda s: s.state.loader.batch_size)):
+    # Replicas are aligned at their ends: replica k trains its iteration end_k - L + i at stacked
+    # step i (L the longest length), joining when that reaches its start. So runs of one length
+    # may start anywhere (continuations from several removal points), and runs with one end may
+    # differ in length (IMP levels rewound to several k).
+    for what, value in (("batch size", lambda s: s.state.loader.batch_size),):
         values = [value(s) for s in items]
         if len(set(values)) > 1:
             raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
+    lengths, ends = [s.end - s.start for s in items], [s.end for s in items]
+    if len(set(lengths)) > 1 and len(set(ends)) > 1:
+        raise UserError("replicas trained together need one length or one end; got lengths "
+                        f"{', '.join(map(str, lengths))} and ends {', '.join(map(str, ends))}")
     loader = items[0].state.loader
-    if loader.n % loader.batch_size and len({s.start % loader.iterations_per_epoch for s in items}) > 1:
+    if loader.n % loader.batch_size and len({e % loader.iterations_per_epoch for e in ends}) > 1:
         raise UserError("runs trained together from different starting points must start at the same point of an "
                         "epoch (e.g. whole epochs), since the epoch's last batch is short; drop --parallel or "
                         "move the starts")
+
+
+def _resume_left(items: Sequence[Segment], held: Sequence[set[int]]) -> int:
+    """The fewest iterations left at which every run that has begun by then holds a checkpoint (or its
+    start): the point the aligned replicas resume from."""
+    lengths = [s.end - s.start for s in items]
+    left = [{s.end - step for step in h} | {n} for s, h, n in zip(items, held, lengths)]
+    return min(r for r in set().union(*left) if all(r in held_r for held_r, n in zip(left, lengths) if n >= r))
 
 
 def run_segments(items: Sequence[Segment]) -> list[SegmentResult]:
     """`run_segment` for N replicas at once: each resumes, logs, evaluates and checkpoints into its own
     stage as if trained alone.
 
-    A replica whose stage is complete is not retrained. The others resume from the latest
-    progress (steps past their own start) that all their stages hold (fresh if there is none), so
-    they stay in lockstep; one that was ahead retrains the difference and keeps its later checkpoints.
+    A replica whose stage is complete is not retrained. The others resume from the latest point
+    that all their stages hold (fresh if there is none), so they stay aligned; one that was
+    ahead retrains the difference and keeps its later checkpoints.
     """
     _check(items)
     held = [s.resumable() for s in items]
-    training = [s for s, h in zip(items, held) if s.end not in h]
-    progress = [{step - s.start for step in h} for s, h in zip(items, held) if s.end not in h]
-    common = set.intersection(*progress) if training else set()
+    training = [(s, h) for s, h in zip(items, held) if s.end not in h]
+    left = _resume_left(*zip(*training)) if training else 0
     opened: list[Segment] = []
     try:
         for segment, h in zip(items, held):
             opened.append(segment)
-            segment.open(segment.end if segment.end in h else segment.start + max(common) if common else None)
+            done = segment.end in h
+            ahead = not done and segment.end - segment.start > left  # it resumes from a checkpoint
+            segment.open(segment.end if done else segment.end - left if ahead else None)
         if training:
-            _train(training)
+            _train([s for s, _ in training], left)
     finally:
         for segment in opened:
             segment.close()
@@ -255,30 +273,41 @@ def train_segments(items: Sequence[Segment], parallel: int = 1) -> list[SegmentR
     return results
 
 
-def _train(segments: Sequence[Segment]) -> None:
-    """The loop of `loop.run`, stacked: one step for all, then each replica's own hooks."""
-    replicas = Replicas([s.state for s in segments])
-    replicas.model.train()
+def _train(segments: Sequence[Segment], left: int) -> None:
+    """The loop of `loop.run`, stacked: one step for all, then each replica's own hooks.
+
+    Replicas are aligned at their ends (`_check`); one whose start comes later joins when the
+    others reach it, and the stacked model is rebuilt from the replicas' own states.
+    """
+    # Replicas train through the stacked (compiled) model; compiling each one's own model too,
+    # only for its evaluations, would cost N compilations.
+    compile = segments[0].state.forward is not None
     for segment in segments:
-        # Replicas train through the stacked (compiled) model; compiling each one's own model too,
-        # only for its evaluations, would cost N compilations.
         segment.state.forward = None
-    firsts = [s.first for s in segments]
     # The replicas' models and optimizers are written only where a hook may read them.
     sync = [s.state.plan.eval_steps | s.state.plan.log_steps | s.state.plan.save_steps | s.state.plan.stats_steps
             | s.state.plan.fisher_steps | {s.end} for s in segments]
-    if segments[0].resumed is None:
-        for segment in segments:
-            for h in segment.hooks:
-                h.at(segment.first, segment.state)
-    for i in range(segments[0].end - firsts[0]):
-        its = [f + i for f in firsts]
-        losses, correct, count = train_step_replicas(replicas, its)
-        for k, segment in enumerate(segments):
-            for h in segment.hooks:
-                h.after_step(its[k], losses[k], correct[k], count)
-        if any(it + 1 in steps for it, steps in zip(its, sync)):
+    active: list[int] = []
+    replicas: Replicas | None = None
+    for i in range(left):
+        its = [s.end - left + i for s in segments]
+        joining = [k for k, s in enumerate(segments) if k not in active and its[k] >= s.first]
+        if joining:
+            if replicas is not None:
+                replicas.write()
+            for k in joining:
+                if segments[k].resumed is None:
+                    for h in segments[k].hooks:
+                        h.at(segments[k].first, segments[k].state)
+            active += joining
+            replicas = Replicas([segments[k].state for k in active], compile=compile)
+            replicas.model.train()
+        losses, correct, count = train_step_replicas(replicas, [its[k] for k in active])
+        for row, k in enumerate(active):
+            for h in segments[k].hooks:
+                h.after_step(its[k], losses[row], correct[row], count)
+        if any(its[k] + 1 in sync[k] for k in active):
             replicas.write()
-        for it, segment in zip(its, segments):
-            for h in segment.hooks:
-                h.at(it + 1, segment.state)
+        for k in active:
+            for h in segments[k].hooks:
+                h.at(its[k] + 1, segments[k].state)
