@@ -274,3 +274,18 @@ def test_complete_replicas_are_not_retrained(archives, tmp_path, small_data):
     assert [r.resumed_from for r in results] == [24, None]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "done" / "trunk" / "checkpoints").iterdir()} == before
     assert max_diff(weights(tmp_path / "new"), weights(root / "par1")) < 1e-3
+
+
+def test_compiled_replicas_give_the_eager_weights(archives, tmp_path, monkeypatch, small_data):
+    """Replicas compile their stacked model as their own states ask (graphs: CUDA graphs); with the
+    eager backend that wrapping must not change a bit of what each replica writes."""
+    configs, root = archives
+    monkeypatch.setenv("REWIND_COMPILE_BACKEND", "eager")
+    modes, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: modes.append(kw["mode"]) or real(model, **kw))
+    outs = [tmp_path / "c0", tmp_path / "c1"]
+    train_replicas([c.with_values(compile="graphs") for c in configs], outs)
+    assert "reduce-overhead" in modes
+    for k, out in enumerate(outs):
+        par = weights(root / f"par{k}")
+        assert all(torch.equal(v, par[key]) for key, v in weights(out).items())

@@ -132,12 +132,17 @@ def test_rerunning_a_complete_run_changes_nothing(reference):
     assert {p: p.stat().st_mtime_ns for p in (root / "trunk" / "checkpoints").iterdir()} == before
 
 
-def test_compiled_step_gives_the_eager_weights(tmp_path, monkeypatch):
-    """The compile path (used on CUDA) wraps the same model; with the eager backend it must not change a bit."""
+@pytest.mark.parametrize("setting, mode", [("on", None), ("graphs", "reduce-overhead")])
+def test_compiled_step_gives_the_eager_weights(tmp_path, monkeypatch, setting, mode):
+    """The compile path (used on CUDA) wraps the same model; with the eager backend it must not change a bit.
+    `graphs` asks torch.compile for CUDA graphs (mode reduce-overhead), which the eager backend ignores."""
     monkeypatch.setenv("REWIND_COMPILE_BACKEND", "eager")
     config = tiny_config(data_dir=str(tmp_path / "cache"), steps="10it", eval_every="10it", stats_every="0it")
     train(config, tmp_path / "eager")
-    train(config.with_values(compile="on"), tmp_path / "compiled")
+    modes, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: modes.append(kw["mode"]) or real(model, **kw))
+    train(config.with_values(compile=setting), tmp_path / "compiled")
+    assert modes == [mode]
     assert_same_weights(tmp_path / "eager", tmp_path / "compiled")
     # Evaluation runs through the compiled forward too, in eval mode: the same test rows.
     tests = [pd.read_csv(tmp_path / r / "trunk" / "metrics.csv").query("split == 'test'") for r in ("eager", "compiled")]

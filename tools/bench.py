@@ -14,8 +14,8 @@ Usage:
     python tools/bench.py                      # CPU or GPU, whatever is there; synthetic data
     python tools/bench.py --device cuda --data ../shared/data/cifar10-jpeg.tar.gz --full-run
 
-On CUDA it also times bf16 autocast, and `--full-run` trains three whole 160-epoch runs (fast,
-eager, bf16) and compares their test accuracies.
+On CUDA it also times CUDA graphs and bf16 autocast, and `--full-run` trains three whole
+160-epoch runs (fast, eager, bf16) and compares their test accuracies.
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 CPU, 50 GPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (default: cores)")
     p.add_argument("--replicas", default=None, help="replica counts, e.g. '1,4,8,16' (default: that on GPU, 1,2 on CPU)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "graphs"],
+                   help="the fast path's compile setting for --full-run (as `rewind train --compile`)")
     p.add_argument("--full-run", action="store_true", help="on CUDA, also train whole 160-epoch runs (fast, eager, bf16) and compare accuracy")
     args = p.parse_args()
 
@@ -184,11 +186,12 @@ def main() -> None:
         total = setup.plan.total
         print(f"one 160-epoch run ({total} iterations) at the fast rate: {total * 128 / fast:.0f} s without evaluation")
     if gpu:
-        bf16 = bench_fast(dataclasses.replace(setup, config=setup.config.with_values(precision="bf16")), iters, warmup)
-        print(f"fast, bf16 autocast (--precision bf16):                 {bf16:10.0f} images/s  "
-              f"({bf16 / fast:.2f}x fp32 fast)")
+        for label, values in (("CUDA graphs (--compile graphs)", {"compile": "graphs"}),
+                              ("bf16 autocast (--precision bf16)", {"precision": "bf16"})):
+            rate = bench_fast(dataclasses.replace(setup, config=setup.config.with_values(**values)), iters, warmup)
+            print(f"fast, {label:<48} {rate:10.0f} images/s  ({rate / fast:.2f}x the fast run)", flush=True)
     if gpu and args.full_run:
-        full_runs(setup.config)
+        full_runs(setup.config.with_values(compile=args.compile))
 
 
 def full_runs(config: cfg.Config) -> None:
@@ -197,7 +200,7 @@ def full_runs(config: cfg.Config) -> None:
     from rewind.train.trunk import train
 
     base = config.with_values(stats_every="0it", progress="none", save_every="160ep")
-    arms = [("fast (compiled, fp32)", base), ("eager (not compiled, fp32)", base.with_values(compile="off")),
+    arms = [(f"fast (compile {config.runtime.compile}, fp32)", base), ("eager (not compiled, fp32)", base.with_values(compile="off")),
             ("fast, bf16 autocast", base.with_values(precision="bf16"))]
     accs = {}
     for name, c in arms:
@@ -205,7 +208,7 @@ def full_runs(config: cfg.Config) -> None:
         result = train(c, Path("runs") / f"bench-full-{int(start)}")
         seconds, accs[name] = time.perf_counter() - start, 100 * result.final_test["acc"]
         print(f"full 160-epoch run, {name}: {seconds:.0f} s, test accuracy {accs[name]:.2f}%", flush=True)
-        if name.startswith("fast (compiled"):
+        if name.startswith("fast (compile"):
             print(f"  a 20-level IMP run at this rate (21 trainings from k=0): about {21 * seconds / 60:.0f} min")
     fast, eager, bf16 = accs.values()
     print(f"test accuracy, fast - eager: {fast - eager:+.2f} points; bf16 - fp32 fast: {bf16 - fast:+.2f} points "

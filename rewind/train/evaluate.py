@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rewind.data.loader import Normalizer
+from rewind.train.optim import new_graph_step
 
 
 @torch.no_grad()
@@ -19,6 +20,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norma
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for i in range(0, len(labels), batch_size):
         x, y = normalize(images[i:i + batch_size]), labels[i:i + batch_size]
+        new_graph_step()  # the last batch's logits are consumed: CUDA graphs may reuse their memory
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()

@@ -11,6 +11,7 @@ from torch import nn
 
 from rewind.data.loader import DeviceLoader
 from rewind.prune.masks import Applier, Masks
+from rewind.train.optim import compiled, new_graph_step
 from rewind.train.schedule import Plan
 
 
@@ -24,10 +25,13 @@ class TrainState:
     # Deficits / pre-training transforms: anything with batch(loader, iteration) and
     # weight_decay_factor(iteration); None means the plain recipe.
     phases: Any = None
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # a compiled model, when used
+    compile: str = "off"  # off, on or graphs (`optim.compiled`); replicas compile their stacked model alike
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the compiled model, made from `compile`
     autocast: torch.dtype | None = None  # the training forward's reduced precision (bf16), None = fp32
 
     def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = compiled(self.model, self.compile)
         self._applier = Applier(self.model, self.masks) if self.masks is not None else None
         if self._applier is not None:
             self._applier.weights()
@@ -65,6 +69,8 @@ def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.T
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
     x, y = state.batch(iteration)
+    if state.forward is not None:
+        new_graph_step()
     with autocast(x.device, state.autocast):
         logits = (state.forward if state.forward is not None else state.model)(x)
         loss = F.cross_entropy(logits, y)

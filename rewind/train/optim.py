@@ -18,12 +18,28 @@ def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.SGD:
                            nesterov=t.nesterov, fused=True if cuda else None, foreach=None if cuda else True)
 
 
-def compiled(model: nn.Module, setting: str, device: torch.device | None):
-    """The compiled forward for training, or None (eager). `REWIND_COMPILE_BACKEND` picks the backend
-    (tests use 'eager' to run the same wrapping on CPU without code generation)."""
-    if setting == "off" or (setting == "auto" and (device is None or device.type != "cuda")):
+def compile_setting(setting: str, device: torch.device) -> str:
+    """`auto` resolved for `device`: on for CUDA, off elsewhere; other settings as given."""
+    if setting == "auto":
+        return "on" if device.type == "cuda" else "off"
+    return setting
+
+
+def compiled(model: nn.Module, setting: str):
+    """The compiled forward for a resolved setting (on, graphs), or None for off (eager).
+    `REWIND_COMPILE_BACKEND` picks the backend (tests use 'eager' to run the same wrapping on CPU
+    without code generation)."""
+    if setting == "off":
         return None
-    return torch.compile(model, backend=os.environ.get("REWIND_COMPILE_BACKEND", "inductor"), dynamic=False)
+    # CUDA graphs replay the captured kernels in one launch; inductor skips them on CPU.
+    mode = "reduce-overhead" if setting == "graphs" else None
+    return torch.compile(model, backend=os.environ.get("REWIND_COMPILE_BACKEND", "inductor"), dynamic=False, mode=mode)
+
+
+def new_graph_step() -> None:
+    """Tell CUDA graph trees that a new step begins, so the last step's outputs (already consumed)
+    may be overwritten; a counter increment, harmless without CUDA graphs."""
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 def autocast_dtype(t: TrainConfig) -> torch.dtype | None:

@@ -16,7 +16,7 @@ from rewind.archive.run import Run
 from rewind.data.loader import DeviceLoader
 from rewind.data.phases import Phase, PhaseSchedule
 from rewind.train.loop import TrainState
-from rewind.train.optim import autocast_dtype, compiled, make_optimizer
+from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
 from rewind.train.schedule import Plan
 from rewind.train.segment import run_segment
 
@@ -45,8 +45,9 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size,
                           seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"),
                           config.data.augment, setup.device)
+    compile = compile_setting(config.runtime.compile, setup.device)
     state = TrainState(model, make_optimizer(model, t), loader, plan, phases=schedule,
-                       forward=compiled(model, config.runtime.compile, setup.device), autocast=autocast_dtype(t))
+                       compile=compile, autocast=autocast_dtype(t))
     run_segment(state, run.stage("trunk/pretrain"), 0, setup.test, config.runtime.progress, f"pretrain {p.pretrain}")
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     if p.pretrain == "rotation":

@@ -18,7 +18,7 @@ from rewind.errors import UserError
 from rewind.models.stacked import StackedResNet
 from rewind.prune.masks import Applier
 from rewind.train.loop import TrainState, autocast
-from rewind.train.optim import compiled
+from rewind.train.optim import compiled, new_graph_step
 from rewind.train.segment import Segment, SegmentResult, train_segment
 
 
@@ -86,22 +86,19 @@ class StackedSGD:
 class Replicas:
     """N TrainStates trained as one stacked model; their own models and optimizers are written on demand."""
 
-    def __init__(self, states: Sequence[TrainState], compile: bool | None = None):
-        """`compile`: compile the stacked forward; by default when the replicas' own states are compiled
-        (same setting, same device)."""
+    def __init__(self, states: Sequence[TrainState]):
         self.states = list(states)
         for what, values in (("batch size", [s.loader.batch_size for s in self.states]),
-                             ("precision", [s.autocast for s in self.states])):
+                             ("precision", [s.autocast for s in self.states]),
+                             ("compile setting", [s.compile for s in self.states])):
             if len(set(values)) > 1:
                 raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
         self.model = StackedResNet.of([s.model for s in self.states])
         self.names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
         self.applier = self._masks()
-        if compile is None:
-            compile = self.states[0].forward is not None
-        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = (
-            compiled(self.model, "on", None) if compile else None)
+        # Compiled as the replicas' own states are (same setting, same device).
+        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = compiled(self.model, self.states[0].compile)
         self.last: tuple[list[float], list[float]] | None = None  # (lrs, wds) of the last step
         self.load()
 
@@ -193,6 +190,8 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
                         + ", ".join(str(len(y)) for _, y in batches))
     x = torch.cat([x for x, _ in batches], dim=1).contiguous(memory_format=torch.channels_last)
     y = torch.stack([y for _, y in batches])  # (N, B)
+    if replicas.forward is not None:
+        new_graph_step()
     with autocast(x.device, states[0].autocast):
         logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
@@ -281,7 +280,6 @@ def _train(segments: Sequence[Segment], left: int) -> None:
     """
     # Replicas train through the stacked (compiled) model; compiling each one's own model too,
     # only for its evaluations, would cost N compilations.
-    compile = segments[0].state.forward is not None
     for segment in segments:
         segment.state.forward = None
     # The replicas' models and optimizers are written only where a hook may read them.
@@ -300,7 +298,7 @@ def _train(segments: Sequence[Segment], left: int) -> None:
                     for h in segments[k].hooks:
                         h.at(segments[k].first, segments[k].state)
             active += joining
-            replicas = Replicas([segments[k].state for k in active], compile=compile)
+            replicas = Replicas([segments[k].state for k in active])
             replicas.model.train()
         losses, correct, count = train_step_replicas(replicas, [its[k] for k in active])
         for row, k in enumerate(active):

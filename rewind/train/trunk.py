@@ -16,7 +16,7 @@ from rewind.config import Config
 from rewind.errors import UserError
 from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
-from rewind.train.optim import autocast_dtype, compiled, make_optimizer
+from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
 from rewind.train.schedule import Plan
 from rewind.train.replicas import run_segments
 from rewind.train.segment import Segment, SegmentResult, run_segment
@@ -64,9 +64,10 @@ class Setup:
                                 self.config.data.augment, self.device)
         if masks is not None:
             masks = to_device(masks, self.device)
+        compile = compile_setting(self.config.runtime.compile, self.device)
         return TrainState(model, make_optimizer(model, t), loader, plan or self.plan, masks=masks,
                           phases=self.deficits(t.deficit),
-                          forward=compiled(model, self.config.runtime.compile, self.device),
+                          compile=compile,
                           autocast=autocast_dtype(t))
 
     def deficits(self, text: str):
