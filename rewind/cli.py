@@ -80,14 +80,17 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
     """
     from rewind.imp import run
 
-    results = run(build_config(config_file, options), out=out, from_=from_)
+    config = build_config(config_file, options)
+    results = run(config, out=out, from_=from_)
     for r in results:
         click.echo(f"branch {r.branch}")
         click.echo(_table([{"level": row["level"], "density": f"{100 * row['density']:.1f}%",
                             "test_acc": f"{100 * row['final_test_acc']:.2f}%",
                             "best": f"{100 * row['best_test_acc']:.2f}%"} for row in r.rows]))
-    if len(results) > 1:
-        click.echo(f"summary of {len(results)} branches: {Path(out or from_) / 'results.csv'}")
+    if config.study.replicates > 1:
+        click.echo(f"summary over {config.study.replicates} replicates: {Path(out) / 'results.csv'}")
+    else:
+        click.echo(f"every IMP branch of this trunk: {results[0].trunk / 'trunk' / 'analysis' / 'imp_results.csv'}")
 
 
 @cli.command("critical-period")

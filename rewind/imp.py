@@ -46,10 +46,10 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... . With
     `parallel` P > 1, up to P trainings of one level run together through the replica trainer
     (replicate trunks, then each level's branches: replicates, rewind points, a control beside
-    its plain branch). Several branches are summarised per level and k (mean and spread over
-    replicates) in `results.csv` of `out` (or of the trunk).
+    its plain branch). Replicates are summarised per level and k (mean and spread) in
+    `out/results.csv`; every IMP branch of a trunk is listed in its `trunk/analysis/imp_results.csv`.
     """
-    from rewind.analysis.results import write_summary
+    from rewind.analysis.results import write_summary, write_trunk_table
 
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
@@ -66,15 +66,33 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
         results = []
         for i in range(0, replicates, parallel):
             results += _group(configs[i:i + parallel], roots[i:i + parallel], reuse=False)
-    if len(results) > 1:
-        write_summary(Path(out or from_), [r.rows for r in results])
+    if replicates > 1:
+        write_summary(Path(out), [r.rows for r in results])
+    for root in dict.fromkeys(r.trunk for r in results):
+        write_trunk_table(root)
     return results
 
 
 def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
-    """The trunk's own data/model/train/pretrain settings, with this command's IMP and runtime settings."""
+    """The trunk's own data/model/train/pretrain settings, with this command's IMP and runtime settings.
+
+    A setting this command gives that differs from the trunk's is refused rather than ignored.
+    """
     d = runs.read_trunk(root).manifest.data
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
+    held = cfg.from_sections(sections, where=str(root / "manifest.json"))
+    differ = []
+    for section in ("data", "model", "train", "pretrain"):
+        given, trunk_values, default = getattr(config, section), getattr(held, section), cfg.SECTIONS[section]()
+        for f in dataclasses.fields(given):
+            values = [getattr(x, f.name) for x in (given, trunk_values, default)]
+            if f.name == "source":  # the same dataset may live elsewhere on this machine
+                values = [cfg.dataset_identity(v) for v in values]
+            if values[0] != values[2] and values[0] != values[1]:
+                differ.append(f"{f.name} {values[0]!r} (the trunk's: {values[1]!r})")
+    if differ:
+        raise UserError(f"--from {root} trains branches with the trunk's own settings, and this command sets "
+                        f"others: {'; '.join(differ)}. Drop them, or train a new trunk with --out")
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
     runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items()
                if v != getattr(cfg.RuntimeConfig(), k)}
@@ -138,8 +156,10 @@ def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
 
 
 def _level_plan(plan: Plan, k: int, save_every: int) -> Plan:
-    """Levels keep the rewind point, every `save_every` after it, and the end: enough to resume."""
-    saves = {k, plan.total} | (set(range(k, plan.total, save_every)) if save_every else set())
+    """Levels keep the rewind point, the multiples of `save_every` after it, and the end: enough to
+    resume. The grid is absolute, so the branches of a rewind-point sweep share resume points."""
+    grid = set(range(-(-k // save_every) * save_every, plan.total, save_every)) if save_every else set()
+    saves = {k, plan.total} | grid
     return dataclasses.replace(plan, save_steps=frozenset(saves))
 
 

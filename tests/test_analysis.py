@@ -230,11 +230,17 @@ def test_child_with_the_trunks_seed_and_momentum_reproduces_the_trunk(trunk, tmp
 
     This checks that children continue the trunk's plan (schedule, batches) from k exactly.
     """
+    from rewind.analysis.archive import reopen
+    from rewind.train.replicas import train_segments
+    from rewind.train.segment import Segment
+
     config, root = trunk
+    run, setup = reopen(root)
     with open_run(tmp_path / "branch", "lmc", config.to_dict(), config.experiment_dict()) as branch:
-        _, (child,) = lmc.train_children(root, 20, order_seeds=(config.train.order_seed,), keep_momentum=True,
-                                         stages=[branch.stage("child_0")])
+        [state] = lmc.child_states(run, setup, 20, order_seeds=(config.train.order_seed,), keep_momentum=True)
+        train_segments([Segment(state, branch.stage("child_0"), 20, setup.test, "none")])
         stage = branch.stage("child_0")
         assert stage.steps()[-1] == 40 and (stage.dir / "metrics.csv").exists()
     final = runs.read(root).stage("trunk").load(40).tensors
-    assert all(torch.equal(child.weights[k], final[k]) for k in final)
+    child = state.model.state_dict()
+    assert all(torch.equal(child[k], final[k]) for k in final)

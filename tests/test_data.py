@@ -29,6 +29,16 @@ def test_same_seeds_give_the_same_batches():
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
 
 
+def test_loaders_of_one_dataset_share_its_padded_device_copy():
+    """Replicas, branches and arms each have a loader: the padded images exist once per dataset."""
+    x, y = _images()
+    a, b = (D.DeviceLoader(x, y, 64, seed, seed) for seed in (0, 1))
+    assert a.images.data_ptr() == b.images.data_ptr() and a.images.shape == (300, 3, 40, 40)
+    other = D.DeviceLoader(x.clone(), y, 64, 0, 0)  # another dataset: its own copy
+    assert other.images.data_ptr() != a.images.data_ptr() and torch.equal(other.images, a.images)
+    assert D.DeviceLoader(x, y, 64, 0, 0, augment=False).images is x  # on its device, unpadded: itself
+
+
 def test_order_seed_changes_order_but_not_each_examples_augmentation():
     a, b = _loader(order_seed=0), _loader(order_seed=1)
     assert not torch.equal(a.indices(0), b.indices(0))

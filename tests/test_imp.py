@@ -99,11 +99,16 @@ def test_unpruned_rewind_with_trunk_optimizer_retraces_the_trunk(trunk, tmp_path
 
 def test_second_rewind_point_reuses_the_trunk(trunk):
     config, root, _ = trunk
-    trunk_files = {p: p.stat().st_mtime_ns for p in (root / "trunk").rglob("*") if p.is_file()}
+    def trunk_files():  # its training files; trunk/analysis/ holds tables about its branches
+        return {p: p.stat().st_mtime_ns for p in (root / "trunk").rglob("*")
+                if p.is_file() and "analysis" not in p.parts}
+
+    before = trunk_files()
     [result] = imp.run(config.with_values(rewind_iter="40it", levels=1), from_=root)
     assert result.branch.name.startswith("imp-k40-")
-    assert {p: p.stat().st_mtime_ns for p in (root / "trunk").rglob("*") if p.is_file()} == trunk_files
-    assert len(list((root / "branches").iterdir())) >= 2
+    assert trunk_files() == before
+    table = pd.read_csv(root / "trunk" / "analysis" / "imp_results.csv")
+    assert {20, 40} <= set(table.rewind_iter)  # the trunk's table lists the earlier branch and this one
 
 
 def test_one_rewind_point_spelled_two_ways_is_one_branch(trunk):
@@ -218,11 +223,11 @@ def test_replicates_report_mean_and_spread(tmp_path):
 
 
 def test_rewind_point_sweep_trains_its_branches_together_and_resumes(trunk, tmp_path, monkeypatch):
-    """`--rewind-iter 0,20 --parallel 2`: the two branches of a level share their end, so the k=20
-    one joins the stacked model at iteration 20; each equals its sequential run up to rounding, and
-    an interrupted sweep resumes from the latest step both hold."""
+    """`--rewind-iter 0,10 --parallel 2`: the two branches of a level share their end, so the k=10
+    one joins the stacked model at iteration 10; each equals its sequential run up to rounding, and
+    an interrupted sweep resumes from the latest step both hold (levels save on one grid, every 20)."""
     config, root, _ = trunk
-    sweep = config.with_values(rewind_iter="0,20", levels=1)
+    sweep = config.with_values(rewind_iter="0,10", levels=1)
     trunks = {}
     for name in ("sequential", "parallel", "interrupted"):
         trunks[name] = tmp_path / name
@@ -231,19 +236,20 @@ def test_rewind_point_sweep_trains_its_branches_together_and_resumes(trunk, tmp_
     stacked, real = [], replicas.train_step_replicas
     monkeypatch.setattr(replicas, "train_step_replicas", lambda r, its: stacked.append(list(its)) or real(r, its))
     par = imp.run(sweep.with_values(parallel=2), from_=trunks["parallel"])
-    assert stacked[0] == [0] and stacked[19] == [19] and stacked[20] == [20, 20] and len(stacked) == 60
-    assert [r.rows[1]["rewind_iter"] for r in par] == [0, 20]
+    assert stacked[0] == [0] and stacked[9] == [9] and stacked[10] == [10, 10] and len(stacked) == 60
+    assert [r.rows[1]["rewind_iter"] for r in par] == [0, 10]
     for a, b in zip(seq, par):
         assert [r["density"] for r in a.rows] == [r["density"] for r in b.rows]
         wa, wb = (level_weights(r.branch, 1, step=60).tensors["blocks.2.conv2.weight"] for r in (a, b))
         assert (wa - wb).norm() / wa.norm() < 0.005  # float rounding of grouped convolutions only
-    start = level_weights(par[1].branch, 1, step=20).tensors  # the k=20 branch starts from the masked trunk at 20
+    start = level_weights(par[1].branch, 1, step=10).tensors  # the k=10 branch starts from the masked trunk at 10
     mask = M.load(par[1].branch / "level_01" / "mask.safetensors")
-    at_k = runs.read(root).stage("trunk").load(20).tensors
+    at_k = runs.read(root).stage("trunk").load(10).tensors
     assert torch.equal(start["conv.weight"], at_k["conv.weight"] * mask["conv.weight"])
-    summary = pd.read_csv(trunks["parallel"] / "results.csv")  # one table for the sweep, per k and level
-    assert summary[["rewind_iter", "level"]].values.tolist() == [[0, 0], [0, 1], [20, 0], [20, 1]]
-    assert (trunks["parallel"] / "results.png").stat().st_size > 10_000
+    table = pd.read_csv(trunks["parallel"] / "trunk" / "analysis" / "imp_results.csv")  # every branch, per level
+    assert table[["rewind_iter", "level"]].values.tolist() == [[0, 0], [0, 1], [10, 0], [10, 1]]
+    assert table.branch.str.startswith(("imp-k0-", "imp-k10-")).all()
+    assert (trunks["parallel"] / "trunk" / "analysis" / "imp_results.png").stat().st_size > 10_000
 
     def interrupted(r, its):
         if its[0] == 50:
@@ -256,7 +262,22 @@ def test_rewind_point_sweep_trains_its_branches_together_and_resumes(trunk, tmp_
     stacked.clear()
     monkeypatch.setattr(replicas, "train_step_replicas", lambda r, its: stacked.append(list(its)) or real(r, its))
     again = imp.run(sweep.with_values(parallel=2), from_=trunks["interrupted"])
-    assert stacked[0] == [40, 40] and len(stacked) == 20  # both hold iteration 40 (saved every 20 after k)
+    assert stacked[0] == [40, 40] and len(stacked) == 20  # both hold iteration 40 (saved every 20)
     for a, b in zip(par, again):
         wa, wb = level_weights(a.branch, 1, step=60).tensors, level_weights(b.branch, 1, step=60).tensors
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_reusing_a_trunk_refuses_settings_that_differ_from_its_own(trunk, capsys):
+    """--from trains branches with the trunk's settings: a different one given would be silently
+    ignored, so it is one line instead; the trunk's own values, or defaults, pass."""
+    from conftest import run_cli
+
+    config, root, _ = trunk
+    with pytest.raises(UserError, match=r"lr 0\.2 \(the trunk's: 0\.05\); precision 'bf16' \(the trunk's: 'fp32'\)"):
+        imp.run(config.with_values(precision="bf16", lr=0.2), from_=root)
+    code, _, err = run_cli(["imp", "--from", str(root), "--lr", "0.2", "--rewind-iter", "20", "--levels", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--from" in err and "Traceback" not in err
+    # The trunk's own values (as its config file gives them) are no conflict: level 1 is read back.
+    [again] = imp.run(config.with_values(levels=1), from_=root)
+    assert again.rows[1]["level"] == 1

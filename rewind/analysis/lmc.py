@@ -31,13 +31,11 @@ from torch import Tensor, nn
 
 from rewind.analysis.archive import reopen
 from rewind.analysis.early import load_weights
-from rewind.archive.stage import Stage
+from rewind.archive.run import Run
 from rewind.data.loader import DeviceLoader, Normalizer
 from rewind.prune.masks import Masks
 from rewind.train import loop
 from rewind.train.evaluate import evaluate
-from rewind.train.replicas import train_segments
-from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
 
 Batches = Sequence[tuple[Tensor, Tensor]]
@@ -117,21 +115,15 @@ class Child:
     final_test: dict[str, float]
 
 
-def train_children(run_root: str | Path, k: int, order_seeds: Sequence[int] = (1, 2), masks: Masks | None = None,
-                   stages: Sequence[Stage] | None = None, keep_momentum: bool = False,
-                   overrides: dict[str, Any] | None = None, parallel: int = 1) -> tuple[Setup, list[Child]]:
-    """Train one child per order seed from the trunk's checkpoint at iteration `k` to the plan's end.
+def child_states(run: Run, setup: Setup, k: int, order_seeds: Sequence[int] = (1, 2), masks: Masks | None = None,
+                 keep_momentum: bool = False) -> list[loop.TrainState]:
+    """One training state per order seed, holding the trunk's checkpoint at iteration `k`.
 
     Each child starts from the trunk's weights and buffers at `k` (under `masks` if given), on
     the trunk's LR schedule from `k`, with a fresh optimizer unless `keep_momentum` (then the
     trunk's momentum at `k`, which needs its `.state.pt`). Only the data order differs: the
-    augmentation seed is the trunk's. With `stages` (one per child, e.g. `child_1`, `child_2`
-    of a branch whose folder lock the caller holds) each child is trained as a segment, so it
-    writes checkpoints and metrics and resumes, up to `parallel` of them together (replica
-    trainer). Without `stages` they train in memory, one after another.
-    Returns the trunk's Setup (for `barrier`) and the children.
+    augmentation seed is the trunk's.
     """
-    run, setup = reopen(run_root, overrides)
     trunk = run.stage("trunk").load(k, with_state=keep_momentum)
     states = []
     for seed in order_seeds:
@@ -144,30 +136,30 @@ def train_children(run_root: str | Path, k: int, order_seeds: Sequence[int] = (1
         if keep_momentum:
             state.optimizer.load_state_dict(trunk.state["optimizer"])
         states.append(state)
-    if stages is not None:
-        segments = [Segment(state, stage, k, setup.test, setup.config.runtime.progress, f"child {seed}")
-                    for state, stage, seed in zip(states, stages, order_seeds)]
-        tests = [r.final_test for r in train_segments(segments, parallel)]
-    else:
-        tests = []
-        for state in states:
-            loop.run(state, k, setup.plan.total, hooks=[])
-            tests.append(evaluate(state.model, *setup.test, state.loader.normalize))
-    children = [Child(seed, {n: v.detach().clone() for n, v in state.model.state_dict().items()}, test)
-                for seed, state, test in zip(order_seeds, states, tests)]
+    return states
+
+
+def train_children(run_root: str | Path, k: int, order_seeds: Sequence[int] = (1, 2), masks: Masks | None = None,
+                   keep_momentum: bool = False, overrides: dict[str, Any] | None = None) -> tuple[Setup, list[Child]]:
+    """Train one child per order seed (`child_states`) in memory from iteration `k` to the plan's end.
+
+    Returns the trunk's Setup (for `barrier`) and the children. (`rewind stability` trains them
+    as segments of a branch instead, which write checkpoints and resume.)
+    """
+    run, setup = reopen(run_root, overrides)
+    children = []
+    for seed, state in zip(order_seeds, child_states(run, setup, k, order_seeds, masks, keep_momentum)):
+        loop.run(state, k, setup.plan.total, hooks=[])
+        final_test = evaluate(state.model, *setup.test, state.loader.normalize)
+        children.append(Child(seed, {n: v.detach().clone() for n, v in state.model.state_dict().items()}, final_test))
     return setup, children
 
 
-def connectivity(run_root: str | Path, k: int, order_seeds: tuple[int, int] = (1, 2), points: int = 11,
-                 bn_batches: int = 40, **children_options: Any) -> tuple[Connectivity, list[Child]]:
-    """Train two children from iteration `k` (`train_children`) and measure the barrier between them.
-
-    BatchNorm statistics are recomputed on the trunk's own first `bn_batches` training batches.
-    """
-    setup, children = train_children(run_root, k, order_seeds, **children_options)
+def trunk_barrier(setup: Setup, weights_a: Mapping[str, Tensor], weights_b: Mapping[str, Tensor], points: int = 11,
+                  bn_batches: int = 40) -> Connectivity:
+    """`barrier` between two children of a trunk, with BatchNorm statistics recomputed on the trunk's
+    own first `bn_batches` training batches."""
     t = setup.config.train
     loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
                           setup.config.data.augment, setup.device)
-    result = barrier(setup.new_model, children[0].weights, children[1].weights, loader, *setup.test,
-                     loader.normalize, points, bn_batches)
-    return result, children
+    return barrier(setup.new_model, weights_a, weights_b, loader, *setup.test, loader.normalize, points, bn_batches)

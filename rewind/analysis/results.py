@@ -49,6 +49,20 @@ def write_imp_results(branch: Path, rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def write_trunk_table(trunk: Path) -> pd.DataFrame:
+    """Every IMP branch of a trunk so far (rewind points, controls, perturbations), one row per
+    level with its branch, in `trunk/analysis/imp_results.csv`, and one curve per branch in `.png`."""
+    frames = [pd.read_csv(path).assign(branch=path.parent.name)
+              for path in sorted((trunk / "branches").glob("imp-*/results.csv"))]
+    df = pd.concat(frames, ignore_index=True)
+    out = trunk / "trunk" / "analysis"
+    write_text(out / "imp_results.csv", df.to_csv(index=False))
+    # A curve per branch, named by its folder without the hash: k500, k500-random-reinit, ...
+    series = [(name.removeprefix("imp-").rsplit("-", 1)[0], group) for name, group in df.groupby("branch", sort=True)]
+    _plot(out / "imp_results.png", series, f"IMP branches of {trunk.name}")
+    return df
+
+
 def write_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
     """Mean and spread (std over replicates) of each level's accuracy per rewind point, in
     `root/results.csv`, and one curve per rewind point in `root/results.png`."""

@@ -9,13 +9,15 @@ linear path between them: the instability curve over k.
 from __future__ import annotations
 
 import itertools
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 
 from rewind import steps
 from rewind.analysis.early_report import write_early_phase
-from rewind.analysis.lmc import connectivity
+from rewind.analysis.archive import reopen
+from rewind.analysis.lmc import child_states, trunk_barrier
 from rewind.analysis.overlap import overlap
 from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
@@ -24,6 +26,8 @@ from rewind.archive.lock import FolderLock
 from rewind.archive.run import open_run
 from rewind.errors import UserError
 from rewind.prune import masks as M
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment
 
 
 def imp_masks(root: Path) -> dict[tuple[str, int], Path]:
@@ -66,26 +70,37 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
               overrides: dict | None = None, parallel: int = 1) -> pd.DataFrame:
     """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it').
 
-    With `parallel` >= 2 the two children of each k train together (replica trainer)."""
+    Every child ends where the trunk ends, so with `parallel` P up to P children train together
+    (replica trainer), the children of later k joining as the others reach k."""
     root = Path(root)
     run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
-    ks = [steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()]
+    ks = sorted({steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()})
     if not ks or points < 2:
         raise UserError("give --at one or more rewind iterations (e.g. '0,100,500') and --points of at least 2")
     for k in ks:
         if not run.stage("trunk").has(k):
             held = ", ".join(map(str, run.stage("trunk").steps()))
             raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
-        identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": list(order_seeds)}
-        path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
-        with open_run(path, "stability", {"k": k, "points": points}, identity) as branch:
-            stages = [branch.stage(f"child_{s}") for s in order_seeds]
-            result, children = connectivity(root, k, order_seeds, points, stages=stages, overrides=overrides,
-                                            parallel=parallel)
-            write_text(path / "interpolation.csv", result.frame().to_csv(index=False))
+    run, setup = reopen(root, overrides)
+    with ExitStack() as stack:
+        branches, segments = [], []
+        for k in ks:
+            identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": list(order_seeds)}
+            path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
+            branch = stack.enter_context(open_run(path, "stability", {"k": k, "points": points}, identity))
+            branches.append(branch)
+            for seed, state in zip(order_seeds, child_states(run, setup, k, order_seeds)):
+                segments.append(Segment(state, branch.stage(f"child_{seed}"), k, setup.test,
+                                        setup.config.runtime.progress, f"k={k} child {seed}"))
+        results = train_segments(segments, parallel)
+        n = len(order_seeds)  # two: the ends of the path
+        for i, (k, branch) in enumerate(zip(ks, branches)):
+            a, b = (segment.state.model.state_dict() for segment in segments[n * i:n * i + n])
+            result = trunk_barrier(setup, a, b, points)
+            write_text(branch.root / "interpolation.csv", result.frame().to_csv(index=False))
             branch.update(status="complete", k=k, barrier=result.barrier,
-                          child_test_acc=[c.final_test["acc"] for c in children])
+                          child_test_acc=[r.final_test["acc"] for r in results[n * i:n * i + n]])
     # Every k measured on this trunk so far, not only this call's.
     rows = []
     for manifest in sorted((root / "branches").glob("stability-k*/manifest.json")):

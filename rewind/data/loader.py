@@ -11,6 +11,8 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,25 @@ class Normalizer:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+# (id of the source images, device, padded) -> the device copy, shared by every loader of those
+# images (replicas, branches and arms of one dataset), and dropped when the source is.
+_device_copies: dict[tuple[int, str, bool], torch.Tensor] = {}
+
+
+def _on_device(images: torch.Tensor, device: torch.device, pad: bool) -> torch.Tensor:
+    """`images` on `device`, padded once for the whole dataset if `pad`: a crop is then a plain
+    gather, with no per-batch padding. Read only: loaders never write into it."""
+    key = (id(images), str(device), pad)
+    if key not in _device_copies:
+        copy = images.to(device)
+        copy = F.pad(copy, (PAD, PAD, PAD, PAD)) if pad else copy
+        if copy is images:  # already there as is: nothing to share, nothing to keep alive
+            return copy
+        _device_copies[key] = copy
+        weakref.finalize(images, _device_copies.pop, key, None)
+    return _device_copies[key]
+
+
 class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, order_seed: int,
                  aug_seed: int, augment: bool = True, device: torch.device | str = "cpu"):
@@ -42,9 +63,7 @@ class DeviceLoader:
         self.batch_size = batch_size
         self.order_seed, self.aug_seed, self.augment = order_seed, aug_seed, augment
         self.device = torch.device(device)
-        # Pad once for the whole dataset: a crop is then a plain gather, with no per-batch padding.
-        images = images.to(self.device)
-        self.images = F.pad(images, (PAD, PAD, PAD, PAD)) if augment else images
+        self.images = _on_device(images, self.device, augment)
         self.labels = labels.to(self.device)
         self.normalize = Normalizer(self.device)
         self._epoch: int | None = None

@@ -14,7 +14,8 @@ replica k's tensor of that name:
 - conv weight   (N*out, in, kh, kw): rows [k*out, (k+1)*out) along dim 0
 - BatchNorm weight, bias, running_mean, running_var (N*C,): entries [k*C, (k+1)*C)
 - fc.weight (N, classes, features) and fc.bias (N, classes): index k along dim 0
-- BatchNorm num_batches_tracked: one shared count (the replicas always step together)
+- BatchNorm num_batches_tracked: one count of the batches since `load_from`, added to each
+  replica's own count when written back (the replicas step together from then on)
 """
 
 from __future__ import annotations
@@ -96,9 +97,13 @@ class StackedResNet(CifarResNet):
     def load_from(self, models: Sequence[nn.Module]) -> None:
         """Copy every replica's parameters and buffers into its slice."""
         states = [m.state_dict() for m in models]
+        self._counts_at_load = {}
         for name, t in self.state_dict(keep_vars=True).items():
             if t.dim() == 0:
-                t.copy_(states[0][name])  # num_batches_tracked: equal across replicas that step together
+                # num_batches_tracked: one stacked counter of batches since this load, added to each
+                # replica's own count (replicas may have started at different iterations).
+                self._counts_at_load[name] = [state[name].clone() for state in states]
+                t.zero_()
                 continue
             rows = self.per_replica(name, t)
             for k, state in enumerate(states):
@@ -109,6 +114,10 @@ class StackedResNet(CifarResNet):
         """Copy each slice back into its replica's parameters and buffers (in place, keeping their layout)."""
         states = [m.state_dict(keep_vars=True) for m in models]
         for name, t in self.state_dict(keep_vars=True).items():
+            if t.dim() == 0:
+                for k, state in enumerate(states):
+                    state[name].copy_(self._counts_at_load[name][k] + t)
+                continue
             rows = self.per_replica(name, t)
             grads = self.per_replica(name, t.grad) if isinstance(t, nn.Parameter) and t.grad is not None else None
             for k, state in enumerate(states):

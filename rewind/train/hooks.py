@@ -54,8 +54,11 @@ class Eval(Hook):
     def at(self, step: int, state: TrainState) -> None:
         if step in self.steps:
             # The compiled forward, when there is one: evaluation is then captured too (its own graph).
-            model = state.forward if state.forward is not None else state.model
-            result = evaluate(model, self.images, self.labels, state.loader.normalize)
+            if state.forward is not None:
+                result = evaluate(state.forward, self.images, self.labels, state.loader.normalize,
+                                  compile=state.compile)
+            else:
+                result = evaluate(state.model, self.images, self.labels, state.loader.normalize)
             self.metrics.log("test", step, result, epoch=state.plan.epoch(step))
             self.last = {"step": step, **result}
 

@@ -69,8 +69,7 @@ def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.T
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
     x, y = state.batch(iteration)
-    if state.forward is not None:
-        new_graph_step()
+    new_graph_step(state.compile)
     with autocast(x.device, state.autocast):
         logits = (state.forward if state.forward is not None else state.model)(x)
         loss = F.cross_entropy(logits, y)

@@ -33,13 +33,18 @@ def compiled(model: nn.Module, setting: str):
         return None
     # CUDA graphs replay the captured kernels in one launch; inductor skips them on CPU.
     mode = "reduce-overhead" if setting == "graphs" else None
+    # Each shape is its own graph: two batch sizes (an epoch's short last batch) in training and
+    # evaluation, and every stacked N a sweep's runs pass through as they join. Past the limit
+    # torch would silently run eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(model, backend=os.environ.get("REWIND_COMPILE_BACKEND", "inductor"), dynamic=False, mode=mode)
 
 
-def new_graph_step() -> None:
-    """Tell CUDA graph trees that a new step begins, so the last step's outputs (already consumed)
-    may be overwritten; a counter increment, harmless without CUDA graphs."""
-    torch.compiler.cudagraph_mark_step_begin()
+def new_graph_step(setting: str) -> None:
+    """With CUDA graphs (`graphs`), tell their trees that a new step begins, so the last step's
+    outputs (already consumed) may be overwritten."""
+    if setting == "graphs":
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def autocast_dtype(t: TrainConfig) -> torch.dtype | None:

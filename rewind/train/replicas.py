@@ -88,11 +88,7 @@ class Replicas:
 
     def __init__(self, states: Sequence[TrainState]):
         self.states = list(states)
-        for what, values in (("batch size", [s.loader.batch_size for s in self.states]),
-                             ("precision", [s.autocast for s in self.states]),
-                             ("compile setting", [s.compile for s in self.states])):
-            if len(set(values)) > 1:
-                raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
+        _check_shared(self.states)
         self.model = StackedResNet.of([s.model for s in self.states])
         self.names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
@@ -190,8 +186,7 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
                         + ", ".join(str(len(y)) for _, y in batches))
     x = torch.cat([x for x, _ in batches], dim=1).contiguous(memory_format=torch.channels_last)
     y = torch.stack([y for _, y in batches])  # (N, B)
-    if replicas.forward is not None:
-        new_graph_step()
+    new_graph_step(states[0].compile)
     with autocast(x.device, states[0].autocast):
         logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
@@ -206,17 +201,24 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
     return losses.detach(), (logits.detach().argmax(2) == y).sum(1), y.shape[1]
 
 
+def _check_shared(states: Sequence[TrainState]) -> None:
+    """What one stacked step needs all replicas to share."""
+    for what, values in (("batch size", [s.loader.batch_size for s in states]),
+                         ("precision", [s.autocast for s in states]),
+                         ("compile setting", [s.compile for s in states])):
+        if len(set(values)) > 1:
+            raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
+
+
 def _check(items: Sequence[Segment]) -> None:
+    """Before anything is opened or written."""
     if not items:
         raise UserError("run_segments needs at least one segment")
+    _check_shared([s.state for s in items])
     # Replicas are aligned at their ends: replica k trains its iteration end_k - L + i at stacked
     # step i (L the longest length), joining when that reaches its start. So runs of one length
     # may start anywhere (continuations from several removal points), and runs with one end may
     # differ in length (IMP levels rewound to several k).
-    for what, value in (("batch size", lambda s: s.state.loader.batch_size),):
-        values = [value(s) for s in items]
-        if len(set(values)) > 1:
-            raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
     lengths, ends = [s.end - s.start for s in items], [s.end for s in items]
     if len(set(lengths)) > 1 and len(set(ends)) > 1:
         raise UserError("replicas trained together need one length or one end; got lengths "

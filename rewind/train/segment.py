@@ -92,7 +92,9 @@ class Segment:
         if sums is not None:
             train_log.load(sums)
         evaluation = H.Eval(self.metrics, self.test[0], self.test[1], self.state.plan.eval_steps)
-        self.hooks = [train_log, evaluation, *self._analysis_hooks(),
+        # The analysis hooks read the last step's gradients before evaluation runs the model again
+        # (with CUDA graphs, a new replay may overwrite them).
+        self.hooks = [train_log, *self._analysis_hooks(), evaluation,
                       H.Checkpoint(self.stage, self.metrics, train_log, self.extra_tensors),
                       H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
         return self.hooks
