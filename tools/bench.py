@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,10 @@ def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> floa
             if done == warmup + iters:
                 break
     sync(device)
-    return iters * t.batch_size / (time.perf_counter() - start)
+    rate = iters * t.batch_size / (time.perf_counter() - start)
+    del loader
+    gc.collect()  # its worker processes end now, not while the next variant is timed
+    return rate
 
 
 def bench_fast(setup: Setup, iters: int, warmup: int) -> float:
@@ -146,7 +150,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data", default="synthetic", help="dataset source, as for `rewind train --data`")
     p.add_argument("--data-dir", default="~/.cache/rewind")
-    p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 30 CPU, 300 GPU)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 60 CPU, 300 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 CPU, 50 GPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (default: cores)")
     p.add_argument("--replicas", default=None, help="replica counts, e.g. '1,4,8,16' (default: that on GPU, 1,2 on CPU)")
@@ -160,7 +164,7 @@ def main() -> None:
         overrides["train_examples"] = 10000
     setup = Setup.create(cfg.load(None, overrides))
     gpu = setup.device.type == "cuda"
-    iters = args.iters or (300 if gpu else 30)
+    iters = args.iters or (300 if gpu else 60)
     warmup = args.warmup if args.warmup is not None else (50 if gpu else 5)
     workers = args.workers if args.workers is not None else min(8, torch.multiprocessing.cpu_count())
     name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
@@ -175,7 +179,7 @@ def main() -> None:
     print(f"online early-phase statistics: {1000 * per_log:.1f} ms per log step, "
           f"{100 * fraction:.2f}% of training time over the first 4000 iterations at the default cadence")
     counts = [int(n) for n in (args.replicas or ("1,4,8,16" if gpu else "1,2")).split(",")]
-    rep_iters = iters if gpu else max(3, iters // 6)
+    rep_iters = iters if gpu else max(3, iters // 3)
     single = None
     for n in counts:
         rate = bench_replicas(setup, n, rep_iters, min(warmup, 2) if not gpu else warmup)
