@@ -58,7 +58,8 @@ def write_trunk_table(trunk: Path) -> pd.DataFrame:
     out = trunk / "trunk" / "analysis"
     write_text(out / "imp_results.csv", df.to_csv(index=False))
     # A curve per branch, named by its folder without the hash: k500, k500-random-reinit, ...
-    series = [(name.removeprefix("imp-").rsplit("-", 1)[0], group) for name, group in df.groupby("branch", sort=True)]
+    groups = sorted(df.groupby("branch"), key=lambda item: (int(item[1].rewind_iter.iloc[0]), item[0]))
+    series = [(name.removeprefix("imp-").rsplit("-", 1)[0], group) for name, group in groups]
     _plot(out / "imp_results.png", series, f"IMP branches of {trunk.name}")
     return df
 
