@@ -34,7 +34,7 @@ def test_loaders_of_one_dataset_share_its_padded_device_copy():
     x, y = _images()
     a, b = (D.DeviceLoader(x, y, 64, seed, seed) for seed in (0, 1))
     assert a.images.data_ptr() == b.images.data_ptr() and a.images.shape == (300, 3, 40, 40)
-    other = D.DeviceLoader(x.clone(), y, 64, 0, 0)  # another dataset: its own copy
+    other = D.DeviceLoader(x.clone(), y, 64, 0, 0)  # other images: their own copy
     assert other.images.data_ptr() != a.images.data_ptr() and torch.equal(other.images, a.images)
     assert D.DeviceLoader(x, y, 64, 0, 0, augment=False).images is x  # on its device, unpadded: itself
 
@@ -128,8 +128,11 @@ def test_decoded_cache_is_reused(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "cache").glob("*.safetensors"))) == 1
     from rewind.data import sources
 
+    assert D.load(str(tmp_path / "ds"), tmp_path / "cache") is first  # within a process: one object
     monkeypatch.setattr(sources, "_image_folder", lambda path: pytest.fail("decoded twice"))
+    D.load.cache_clear()  # as in a new process: read from the cache file, not decoded again
     second = D.load(str(tmp_path / "ds"), tmp_path / "cache")
+    assert second is not first
     assert torch.equal(first.train_x, second.train_x) and second.classes == first.classes
 
 
@@ -170,3 +173,15 @@ def test_shared_cifar10_archive_decodes_to_cifar10(tmp_path_factory):
     assert torch.bincount(data.train_y).tolist() == [5000] * 10
     mean = data.train_x.float().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(mean, torch.tensor([0.4913, 0.4821, 0.4465]), atol=0.003)
+
+
+def test_setups_of_one_dataset_share_it_on_the_device(tmp_path):
+    """Every Setup of a study (critical-period arms, replicates) reads one dataset object, so its
+    padded device copy for training exists once."""
+    from conftest import tiny_config
+    from rewind.train.trunk import Setup
+
+    a, b = (Setup.create(tiny_config(data_dir=str(tmp_path), order_seed=s, lr=lr)) for s, lr in ((0, 0.1), (1, 0.2)))
+    assert a.data is b.data
+    la, lb = a.state(a.new_model()).loader, b.state(b.new_model()).loader
+    assert la.images.data_ptr() == lb.images.data_ptr() and la.order_seed != lb.order_seed

@@ -37,12 +37,12 @@ class Normalizer:
         return x.contiguous(memory_format=torch.channels_last)
 
 
-# (id of the source images, device, padded) -> the device copy, shared by every loader of those
-# images (replicas, branches and arms of one dataset), and dropped when the source is.
+# (id of the source images, device, padded) -> the device copy, shared by every loader and Setup
+# of those images (replicas, branches and arms of one dataset), and dropped when the source is.
 _device_copies: dict[tuple[int, str, bool], torch.Tensor] = {}
 
 
-def _on_device(images: torch.Tensor, device: torch.device, pad: bool) -> torch.Tensor:
+def device_copy(images: torch.Tensor, device: torch.device, pad: bool = False) -> torch.Tensor:
     """`images` on `device`, padded once for the whole dataset if `pad`: a crop is then a plain
     gather, with no per-batch padding. Read only: loaders never write into it."""
     key = (id(images), str(device), pad)
@@ -63,7 +63,7 @@ class DeviceLoader:
         self.batch_size = batch_size
         self.order_seed, self.aug_seed, self.augment = order_seed, aug_seed, augment
         self.device = torch.device(device)
-        self.images = _on_device(images, self.device, augment)
+        self.images = device_copy(images, self.device, augment)
         self.labels = labels.to(self.device)
         self.normalize = Normalizer(self.device)
         self._epoch: int | None = None

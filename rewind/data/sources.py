@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import tarfile
@@ -42,9 +43,13 @@ class Dataset:
         return len(self.classes)
 
 
+@functools.lru_cache(maxsize=4)
 def load(source: str, data_dir: str | Path, train_examples: int = 0, test_examples: int = 0,
          subset_seed: int = 0) -> Dataset:
-    """The dataset named by `source`, with the configured seeded subsets applied."""
+    """The dataset named by `source`, with the configured seeded subsets applied.
+
+    One object per process for the same arguments (its tensors are never written), so every
+    Setup of a study shares one dataset, and one copy of it on the device."""
     root = Path(data_dir).expanduser()
     if source == "synthetic":
         data = synthetic(train_examples or 5000, test_examples or 1000)

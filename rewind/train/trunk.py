@@ -50,7 +50,7 @@ class Setup:
         device = resolve_device(config.runtime.device)
         data = load_data(config)
         plan = Plan.from_config(config.train, len(data.train_y), extra_saves)
-        return cls(config, device, data, plan, (data.test_x.to(device), data.test_y.to(device)))
+        return cls(config, device, data, plan, (D.device_copy(data.test_x, device), D.device_copy(data.test_y, device)))
 
     def new_model(self) -> torch.nn.Module:
         m = self.config.model
