@@ -89,8 +89,8 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
                             "best": f"{100 * row['best_test_acc']:.2f}%"} for row in r.rows]))
     if config.study.replicates > 1:
         click.echo(f"summary over {config.study.replicates} replicates: {Path(out) / 'results.csv'}")
-    else:
-        click.echo(f"every IMP branch of this trunk: {results[0].trunk / 'trunk' / 'analysis' / 'imp_results.csv'}")
+    elif (table := results[0].trunk / "trunk" / "analysis" / "imp_results.csv").exists():
+        click.echo(f"every IMP branch of this trunk: {table}")
 
 
 @cli.command("critical-period")
@@ -148,7 +148,8 @@ def stats(run: str, **options: Any) -> None:
 @click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
 @click.option("--points", default=11, show_default=True, help="points on the linear path, endpoints included")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
-              help="2 or more: train the two children of each k together on one device (replica trainer)")
+              help="train up to this many children together on one device (replica trainer); those of "
+                   "later k join as the others reach k")
 @config_options(("runtime",), with_file=False)
 def stability(run: str, at: str, points: int, parallel: int, **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""

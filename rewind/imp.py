@@ -74,30 +74,58 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
 
 
 def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
-    """The trunk's own data/model/train/pretrain settings, with this command's IMP and runtime settings.
+    """The trunk's own data/model/train/pretrain settings, with this command's IMP, runtime and
+    observation (eval, log, save, statistics) settings.
 
-    A setting this command gives that differs from the trunk's is refused rather than ignored.
+    A setting this command gives (not its default) that trains differently from the trunk's is
+    refused rather than ignored. `--data` may name the trunk's dataset at another path.
     """
     d = runs.read_trunk(root).manifest.data
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
     held = cfg.from_sections(sections, where=str(root / "manifest.json"))
-    differ = []
-    for section in ("data", "model", "train", "pretrain"):
-        given, trunk_values, default = getattr(config, section), getattr(held, section), cfg.SECTIONS[section]()
-        for f in dataclasses.fields(given):
-            values = [getattr(x, f.name) for x in (given, trunk_values, default)]
-            if f.name == "source":  # the same dataset may live elsewhere on this machine
-                values = [cfg.dataset_identity(v) for v in values]
-            if values[0] != values[2] and values[0] != values[1]:
-                differ.append(f"{f.name} {values[0]!r} (the trunk's: {values[1]!r})")
+    ipe = d["iterations_per_epoch"]
+    defaults, trunk_values = _settings(cfg.Config()), _settings(held)
+    given = {k: v for k, v in _settings(config).items() if v != defaults[k]}
+    differ = [f"{k} {v!r} (the trunk's: {trunk_values[k]!r})" for k, v in given.items()
+              if k not in cfg.OBSERVATION_FIELDS and k != "source"
+              and _resolved(k, v, ipe) != _resolved(k, trunk_values[k], ipe)]
+    moved = {}
+    if "source" in given and given["source"] != trunk_values["source"]:
+        if _same_dataset(given["source"], trunk_values["source"]):
+            moved = {"source": given["source"]}
+        else:
+            differ.append(f"--data {given['source']} (the trunk's: {trunk_values['source']})")
     if differ:
         raise UserError(f"--from {root} trains branches with the trunk's own settings, and this command sets "
                         f"others: {'; '.join(differ)}. Drop them, or train a new trunk with --out")
+    observed = {k: v for k, v in given.items() if k in cfg.OBSERVATION_FIELDS}
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
     runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items()
                if v != getattr(cfg.RuntimeConfig(), k)}
-    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study), **runtime}
+    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study), **runtime, **observed, **moved}
     return cfg.from_sections(sections, overrides)
+
+
+def _settings(config: cfg.Config) -> dict:
+    """The data, model, train and pretrain fields by name."""
+    return {k: v for section in ("data", "model", "train", "pretrain")
+            for k, v in dataclasses.asdict(getattr(config, section)).items()}
+
+
+def _resolved(name: str, value, ipe: int):
+    """Steps as iterations ('1ep' and '391it' are one value), anything else as it is."""
+    if name in cfg.STEP_FIELDS:
+        return steps.parse(value, ipe) if str(value).strip() else 0
+    if name in cfg.STEP_LIST_FIELDS:
+        return steps.parse_list(value, ipe)
+    return value
+
+
+def _same_dataset(given: str, recorded: str) -> bool:
+    """The same dataset at another path: equal identity (name and size), or the recorded path is
+    gone and the names agree."""
+    a, b = cfg.dataset_identity(given), cfg.dataset_identity(recorded)
+    return a == b or (b.endswith(":0") and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0])
 
 
 def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[ImpResult]:

@@ -1,3 +1,4 @@
+import os
 import tarfile
 
 import numpy as np
@@ -130,10 +131,19 @@ def test_decoded_cache_is_reused(tmp_path, monkeypatch):
 
     assert D.load(str(tmp_path / "ds"), tmp_path / "cache") is first  # within a process: one object
     monkeypatch.setattr(sources, "_image_folder", lambda path: pytest.fail("decoded twice"))
-    D.load.cache_clear()  # as in a new process: read from the cache file, not decoded again
+    sources._load.cache_clear()  # as in a new process: read from the cache file, not decoded again
     second = D.load(str(tmp_path / "ds"), tmp_path / "cache")
     assert second is not first
     assert torch.equal(first.train_x, second.train_x) and second.classes == first.classes
+
+
+def test_a_changed_folder_is_read_again_in_the_same_process(tmp_path):
+    _write_folder(tmp_path / "ds")
+    first = D.load(str(tmp_path / "ds"), tmp_path / "cache")
+    image = next((tmp_path / "ds" / "train").rglob("*.png"))
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(image)
+    os.utime(image, (1, 1))  # another size or time: another fingerprint
+    assert not torch.equal(D.load(str(tmp_path / "ds"), tmp_path / "cache").train_x, first.train_x)
 
 
 def test_missing_dataset_says_how_to_point_at_one(tmp_path):
@@ -149,8 +159,12 @@ def test_folder_without_train_and_test_is_refused(tmp_path):
 
 def test_subsets_are_seeded_and_fixed(tmp_path):
     _write_folder(tmp_path / "ds", n_per_class=10)
+    from rewind.data import sources
+
     a = D.load(str(tmp_path / "ds"), tmp_path / "cache", train_examples=7, test_examples=5)
+    sources._load.cache_clear()  # drawn again, as in another process
     b = D.load(str(tmp_path / "ds"), tmp_path / "cache", train_examples=7, test_examples=5)
+    assert b is not a
     c = D.load(str(tmp_path / "ds"), tmp_path / "cache", train_examples=7, subset_seed=1)
     assert len(a.train_y) == 7 and len(a.test_y) == 5
     assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_x, c.train_x)

@@ -278,6 +278,27 @@ def test_reusing_a_trunk_refuses_settings_that_differ_from_its_own(trunk, capsys
         imp.run(config.with_values(precision="bf16", lr=0.2), from_=root)
     code, _, err = run_cli(["imp", "--from", str(root), "--lr", "0.2", "--rewind-iter", "20", "--levels", "1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--from" in err and "Traceback" not in err
-    # The trunk's own values (as its config file gives them) are no conflict: level 1 is read back.
-    [again] = imp.run(config.with_values(levels=1), from_=root)
+    # The trunk's own values (as its config file gives them), steps spelled otherwise, and what only
+    # observes are no conflict: level 1 is read back.
+    [again] = imp.run(config.with_values(levels=1, steps="60", lr_milestones="40", eval_every="10it"), from_=root)
     assert again.rows[1]["level"] == 1
+
+
+def test_a_moved_dataset_is_the_trunks_dataset(tmp_path):
+    for name, size in (("here", 100), ("there", 100), ("other", 99)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ds.tar.gz").write_bytes(b"x" * size)
+    assert imp._same_dataset(str(tmp_path / "there" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
+    assert not imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
+    # The recorded path is gone (the trunk came from another machine): the name decides.
+    assert imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "ds.tar.gz"))
+    assert not imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "cifar.tar.gz"))
+
+
+def test_zero_levels_trains_the_trunk_only(tmp_path, capsys):
+    from conftest import cli_args, run_cli
+
+    code, out, err = run_cli(["imp", *cli_args(data_dir=str(tmp_path / "cache"), steps="20it", lr_milestones=""),
+                              "--levels", "0", "--rewind-iter", "10", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "0      100.0%" in out and not (tmp_path / "run" / "trunk" / "analysis" / "imp_results.csv").exists()

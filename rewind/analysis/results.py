@@ -54,12 +54,15 @@ def write_trunk_table(trunk: Path) -> pd.DataFrame:
     level with its branch, in `trunk/analysis/imp_results.csv`, and one curve per branch in `.png`."""
     frames = [pd.read_csv(path).assign(branch=path.parent.name)
               for path in sorted((trunk / "branches").glob("imp-*/results.csv"))]
+    if not frames:  # no branch has trained a level yet (--levels 0)
+        return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     out = trunk / "trunk" / "analysis"
     write_text(out / "imp_results.csv", df.to_csv(index=False))
-    # A curve per branch, named by its folder without the hash: k500, k500-random-reinit, ...
+    # A curve per branch, named by its folder (k500-1a2b3c4d, k500-random-reinit-5e6f7a8b, ...):
+    # the hash tells apart branches that differ in other settings (layerwise, prune fraction, ...).
     groups = sorted(df.groupby("branch"), key=lambda item: (int(item[1].rewind_iter.iloc[0]), item[0]))
-    series = [(name.removeprefix("imp-").rsplit("-", 1)[0], group) for name, group in groups]
+    series = [(name.removeprefix("imp-"), group) for name, group in groups]
     _plot(out / "imp_results.png", series, f"IMP branches of {trunk.name}")
     return df
 

@@ -43,27 +43,34 @@ class Dataset:
         return len(self.classes)
 
 
-@functools.lru_cache(maxsize=4)
 def load(source: str, data_dir: str | Path, train_examples: int = 0, test_examples: int = 0,
          subset_seed: int = 0) -> Dataset:
     """The dataset named by `source`, with the configured seeded subsets applied.
 
-    One object per process for the same arguments (its tensors are never written), so every
-    Setup of a study shares one dataset, and one copy of it on the device."""
+    One object per process while the source is unchanged (its tensors are never written), so
+    every Setup of a study shares one dataset, and one copy of it on the device."""
     root = Path(data_dir).expanduser()
+    if source in ("synthetic", "cifar10"):
+        return _load(source, root, source, train_examples, test_examples, subset_seed)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"dataset {source!r} not found: pass --data cifar10 (downloads), --data synthetic, "
+            "or --data PATH to an image-folder tree or .tar.gz with train/<class>/ and test/<class>/"
+        )
+    # The fingerprint (sizes and times of the files) in the key: a changed folder is read again.
+    return _load(source, root, f"{path.name}-{_fingerprint(path)}", train_examples, test_examples, subset_seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(source: str, root: Path, key: str, train_examples: int, test_examples: int, subset_seed: int) -> Dataset:
     if source == "synthetic":
-        data = synthetic(train_examples or 5000, test_examples or 1000)
-    elif source == "cifar10":
-        data = _cached(root, "cifar10", lambda: _cifar10(root))
+        return synthetic(train_examples or 5000, test_examples or 1000)
+    if source == "cifar10":
+        data = _cached(root, key, lambda: _cifar10(root))
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise UserError(
-                f"dataset {source!r} not found: pass --data cifar10 (downloads), --data synthetic, "
-                "or --data PATH to an image-folder tree or .tar.gz with train/<class>/ and test/<class>/"
-            )
-        data = _cached(root, f"{path.name}-{_fingerprint(path)}", lambda: _image_folder(path))
-    return _subset(data, train_examples, test_examples, subset_seed) if source != "synthetic" else data
+        data = _cached(root, key, lambda: _image_folder(Path(source).expanduser()))
+    return _subset(data, train_examples, test_examples, subset_seed)
 
 
 def _subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
