@@ -43,8 +43,13 @@ def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool) ->
                         help="TOML config (see configs/); any option given here overrides it")(fn)
 
 
+def given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (click leaves the others None)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def build_config(config_file: str | None, options: dict[str, Any]) -> cfg.Config:
-    return cfg.load(config_file, {k: v for k, v in options.items() if v is not None})
+    return cfg.load(config_file, given(options))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -81,7 +86,7 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
     from rewind.imp import run
 
     config = build_config(config_file, options)
-    results = run(config, out=out, from_=from_)
+    results = run(config, out=out, from_=from_, given=cfg.given(config_file, given(options)))
     for r in results:
         click.echo(f"branch {r.branch}")
         click.echo(_table([{"level": row["level"], "density": f"{100 * row['density']:.1f}%",
@@ -112,11 +117,6 @@ def critical_period(config_file: str | None, out: str, **options: Any) -> None:
     click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
 
 
-def runtime_overrides(options: dict[str, Any]) -> dict[str, Any]:
-    """Runtime options given on the command line (device, data_dir, progress) for reading an archive."""
-    return {k: v for k, v in options.items() if v is not None}
-
-
 @cli.command("warm-start")
 @config_options(("data", "model", "train", "warm", "runtime"))
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
@@ -139,7 +139,7 @@ def stats(run: str, **options: Any) -> None:
     """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
     from rewind.analysis.studies import stats as run_stats
 
-    for name, path in run_stats(run, overrides=runtime_overrides(options)).items():
+    for name, path in run_stats(run, overrides=given(options)).items():
         click.echo(f"{name}: {path}")
 
 
@@ -155,7 +155,7 @@ def stability(run: str, at: str, points: int, parallel: int, **options: Any) -> 
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
     from rewind.analysis.studies import stability as run_stability
 
-    table = run_stability(run, at, points, overrides=runtime_overrides(options), parallel=parallel)
+    table = run_stability(run, at, points, overrides=given(options), parallel=parallel)
     click.echo(_table([{"k": r["k"], "barrier": f"{100 * r['barrier']:.2f}%"} for r in table.to_dict("records")]))
     click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
 

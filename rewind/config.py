@@ -131,7 +131,8 @@ class WarmConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    replicates: int = _f(1, "independent runs with every seed shifted by 0..R-1; results report mean and spread")
+    replicates: int = _f(1, "independent runs with the model, order and augmentation seeds shifted by 0..R-1; results "
+                              "report mean and spread")
     parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)")
 
 
@@ -265,6 +266,10 @@ def _validate(config: Config) -> None:
         steps.check(parts[-1], name)
     if not steps.parse_list(config.imp.rewind_iter, 1):
         raise UserError("rewind_iter must name at least one iteration, e.g. '500' or '0,100,500'")
+    if config.imp.control != "none" and config.imp.perturb != "none":
+        raise UserError(f"--control {config.imp.control} and --perturb {config.imp.perturb} exclude each other: "
+                        "a control replaces the rewind-point weights or masks that a perturbation changes; "
+                        "run them as two branches")
     if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
         raise UserError("levels must be >= 0, replicates and parallel >= 1")
     from rewind.data.phases import parse_list
@@ -331,16 +336,24 @@ def replicate(config: Config, r: int) -> Config:
 
 def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults, then the TOML file (if any), then `overrides`."""
-    sections: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {p} does not exist; see configs/ for the shipped recipes")
-        try:
-            sections = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"config file {p} is not valid TOML: {e}") from None
-    return from_sections(sections, overrides, where=str(path) if path else "config")
+    return from_sections(_read(path), overrides, where=str(path) if path else "config")
+
+
+def given(path: str | Path | None, overrides: dict[str, Any]) -> set[str]:
+    """The field names the TOML file or `overrides` set: what the user asked for, defaults aside."""
+    return {key for table in _read(path).values() if isinstance(table, dict) for key in table} | set(overrides)
+
+
+def _read(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} does not exist; see configs/ for the shipped recipes")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {p} is not valid TOML: {e}") from None
 
 
 def to_toml(config: Config) -> str:

@@ -39,14 +39,16 @@ class ImpResult:
     rows: list[dict]
 
 
-def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | None = None) -> list[ImpResult]:
+def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | None = None,
+        given: set[str] | None = None) -> list[ImpResult]:
     """IMP on the trunk at `from_` (never retrained), or on a trunk trained first into `out`.
 
     `rewind_iter` may list several k ('0,100,500'): one branch per k, all on the same trunk.
     With `replicates` R > 1 and `out`, R trunks are trained into `out/rep-00` ... . With
     `parallel` P > 1, up to P trainings of one level run together through the replica trainer
     (replicate trunks, then each level's branches: replicates, rewind points, a control beside
-    its plain branch). Replicates are summarised per level and k (mean and spread) in
+    its plain branch). `given`: the field names the user set (file or options), which `from_`
+    checks against the trunk; by default, every field that is not at its default. Replicates are summarised per level and k (mean and spread) in
     `out/results.csv`; every IMP branch of a trunk is listed in its `trunk/analysis/imp_results.csv`.
     """
     from rewind.analysis.results import write_summary, write_trunk_table
@@ -57,7 +59,7 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     if from_ is not None:
         if replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
-        results = _group([config], [Path(from_)], reuse=True)
+        results = _group([_trunk_config(config, Path(from_), given)], [Path(from_)], reuse=True)
     elif replicates == 1:
         results = _group([config], [Path(out)], reuse=False)
     else:
@@ -73,37 +75,43 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     return results
 
 
-def _trunk_config(config: cfg.Config, root: Path) -> cfg.Config:
+def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None) -> cfg.Config:
     """The trunk's own data/model/train/pretrain settings, with this command's IMP, runtime and
     observation (eval, log, save, statistics) settings.
 
-    A setting this command gives (not its default) that trains differently from the trunk's is
-    refused rather than ignored. `--data` may name the trunk's dataset at another path.
+    A setting this command gives that trains differently from the trunk's is refused rather than
+    ignored (`given`: the names the user set; by default, those not at their default).
+    `--data` may name the trunk's dataset at another path.
     """
     d = runs.read_trunk(root).manifest.data
     sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
     held = cfg.from_sections(sections, where=str(root / "manifest.json"))
     ipe = d["iterations_per_epoch"]
-    defaults, trunk_values = _settings(cfg.Config()), _settings(held)
-    given = {k: v for k, v in _settings(config).items() if v != defaults[k]}
-    differ = [f"{k} {v!r} (the trunk's: {trunk_values[k]!r})" for k, v in given.items()
+    given = given if given is not None else _not_default(config)
+    trunk_values = _settings(held)
+    settings = {k: v for k, v in _settings(config).items() if k in given}
+    differ = [f"{k} {v!r} (the trunk's: {trunk_values[k]!r})" for k, v in settings.items()
               if k not in cfg.OBSERVATION_FIELDS and k != "source"
               and _resolved(k, v, ipe) != _resolved(k, trunk_values[k], ipe)]
     moved = {}
-    if "source" in given and given["source"] != trunk_values["source"]:
-        if _same_dataset(given["source"], trunk_values["source"]):
-            moved = {"source": given["source"]}
+    if "source" in settings and settings["source"] != trunk_values["source"]:
+        if _same_dataset(settings["source"], trunk_values["source"]):
+            moved = {"source": settings["source"]}
         else:
-            differ.append(f"--data {given['source']} (the trunk's: {trunk_values['source']})")
+            differ.append(f"--data {settings['source']} (the trunk's: {trunk_values['source']})")
     if differ:
         raise UserError(f"--from {root} trains branches with the trunk's own settings, and this command sets "
                         f"others: {'; '.join(differ)}. Drop them, or train a new trunk with --out")
-    observed = {k: v for k, v in given.items() if k in cfg.OBSERVATION_FIELDS}
+    observed = {k: v for k, v in settings.items() if k in cfg.OBSERVATION_FIELDS}
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
-    runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items()
-               if v != getattr(cfg.RuntimeConfig(), k)}
+    runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items() if k in given}
     overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study), **runtime, **observed, **moved}
     return cfg.from_sections(sections, overrides)
+
+
+def _not_default(config: cfg.Config) -> set[str]:
+    defaults = cfg.Config().to_dict()
+    return {k for section, table in config.to_dict().items() for k, v in table.items() if v != defaults[section][k]}
 
 
 def _settings(config: cfg.Config) -> dict:
@@ -130,18 +138,13 @@ def _same_dataset(given: str, recorded: str) -> bool:
 
 def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[ImpResult]:
     """IMP for trunks that train together (same schedule, different seeds), at every rewind point."""
-    if reuse:
-        configs = [_trunk_config(c, r) for c, r in zip(configs, roots)]
     setups = [Setup.create(c) for c in configs]
     ipe, total = setups[0].plan.iterations_per_epoch, setups[0].plan.total
     ks = sorted(set(steps.parse_list(configs[0].imp.rewind_iter, ipe, "rewind point")))
     if ks[-1] >= total:
         raise UserError(f"rewind point {ks[-1]} is not before the end of training ({total} iterations)")
     if not reuse:
-        if len(configs) > 1:
-            trunk.train_replicas(configs, roots, extra_saves=tuple(ks))
-        else:
-            trunk.train(configs[0], roots[0], extra_saves=tuple(ks))
+        trunk.train_replicas(configs, roots, extra_saves=tuple(ks))
     for c, root in zip(configs, roots):
         held = runs.read(root).stage("trunk")
         for k in ks:
@@ -264,9 +267,7 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
             raise UserError(f"dense_layers names no prunable weight: {', '.join(unknown)}; prunable weights are "
                             f"{', '.join(list(masks)[:4])}, ...")
         new = magnitude.prune({n: weights[n] for n in masks}, masks, imp.prune_fraction, imp.layerwise, dense)
-    blob_path = branch.root / key
-    M.save(blob_path, new)
-    branch.manifest.files[key] = sha256(blob_path.read_bytes())
+    branch.manifest.files[key] = M.save(file, new)
     branch.manifest.save()
     return new
 
@@ -313,4 +314,5 @@ def _row(level: int, masks: M.Masks, result: dict, config: cfg.Config, k: int) -
         "rewind_iter": k,
         "pretrain": config.pretrain.pretrain,
         "control": config.imp.control,
+        "perturb": config.imp.perturb,
     }

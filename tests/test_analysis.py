@@ -203,6 +203,18 @@ def test_interpolation_is_exact_at_the_endpoints():
     assert torch.equal(lmc.interpolate(a, a, 0.3)["w"], a["w"])
 
 
+def test_barrier_is_the_rise_above_the_mean_of_the_endpoints(monkeypatch):
+    """Errors 0.1, 0.4, 0.2 along the path: the barrier is 0.4 - (0.1 + 0.2) / 2 = 0.25 (Frankle et al.)."""
+    accuracies = iter([0.9, 0.6, 0.8])
+    monkeypatch.setattr(lmc, "evaluate", lambda *args, **kw: {"acc": next(accuracies), "loss": 1.0})
+    monkeypatch.setattr(lmc, "recompute_bn", lambda model, batches: None)
+    weights = models.build("resnet8", 8, 10, 0).state_dict()
+    curve = lmc.barrier(lambda: models.build("resnet8", 8, 10, 0), weights, weights, [], torch.zeros(1),
+                        torch.zeros(1), None, points=3, bn_batches=0)
+    assert curve.alphas == [0, 0.5, 1] and curve.errors == pytest.approx([0.1, 0.4, 0.2])
+    assert curve.barrier == pytest.approx(0.25)
+
+
 def test_children_endpoints_and_barrier(trunk):
     config, root = trunk
     setup, (c1, c2) = lmc.train_children(root, 20, order_seeds=(1, 2))

@@ -68,6 +68,11 @@ def test_hash_ignores_runtime_and_dataset_location_but_not_hyperparameters():
     assert "precision" not in a.experiment_dict()["train"]
 
 
+def test_a_control_and_a_perturbation_are_two_branches():
+    with pytest.raises(UserError, match="--control random-reinit and --perturb shuffle exclude each other"):
+        cfg.load(None, {"control": "random-reinit", "perturb": "shuffle"})
+
+
 @pytest.mark.parametrize("name, examples, total, milestones", [
     ("resnet20_cifar10", 50000, 62560, (31280, 46920)),
     ("smoke", 10000, 200, (150,)),

@@ -276,8 +276,9 @@ def test_reusing_a_trunk_refuses_settings_that_differ_from_its_own(trunk, capsys
     config, root, _ = trunk
     with pytest.raises(UserError, match=r"lr 0\.2 \(the trunk's: 0\.05\); precision 'bf16' \(the trunk's: 'fp32'\)"):
         imp.run(config.with_values(precision="bf16", lr=0.2), from_=root)
-    code, _, err = run_cli(["imp", "--from", str(root), "--lr", "0.2", "--rewind-iter", "20", "--levels", "1"], capsys)
-    assert code == 2 and err.count("\n") == 1 and "--from" in err and "Traceback" not in err
+    # On the command line, a value counts when given, even the default (the trunk trained at 0.05).
+    code, _, err = run_cli(["imp", "--from", str(root), "--lr", "0.1", "--rewind-iter", "20", "--levels", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "lr 0.1 (the trunk's: 0.05)" in err and "Traceback" not in err
     # The trunk's own values (as its config file gives them), steps spelled otherwise, and what only
     # observes are no conflict: level 1 is read back.
     [again] = imp.run(config.with_values(levels=1, steps="60", lr_milestones="40", eval_every="10it"), from_=root)

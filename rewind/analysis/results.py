@@ -37,8 +37,9 @@ def _label(row) -> str:
     label = f"rewind to {row['rewind_iter']}"
     if row["pretrain"] != "none":
         label += f", pretrain {row['pretrain']}"
-    if row["control"] != "none":
-        label += f", {row['control']}"
+    for kind in ("control", "perturb"):
+        if row.get(kind, "none") != "none":  # `perturb` is missing from tables of older archives
+            label += f", {row[kind]}"
     return label
 
 
@@ -71,7 +72,7 @@ def write_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
     """Mean and spread (std over replicates) of each level's accuracy per rewind point, in
     `root/results.csv`, and one curve per rewind point in `root/results.png`."""
     df = pd.concat([pd.DataFrame(t) for t in tables])
-    keys = ["rewind_iter", "pretrain", "control", "level"]
+    keys = ["rewind_iter", "pretrain", "control", "perturb", "level"]
     summary = df.groupby(keys, as_index=False).agg(
         density=("density", "mean"),
         remaining=("remaining", "mean"),
@@ -81,7 +82,7 @@ def write_summary(root: Path, tables: list[list[dict]]) -> pd.DataFrame:
         replicates=("final_test_acc", "count"),
     )
     write_text(root / "results.csv", summary.to_csv(index=False))
-    series = [(_label(group.iloc[0]), group) for _, group in summary.groupby(keys[:3], sort=True)]
+    series = [(_label(group.iloc[0]), group) for _, group in summary.groupby(keys[:-1], sort=True)]
     replicates = int(summary.replicates.max())
     _plot(root / "results.png", series, f"IMP: {root.name}" + (f" ({replicates} replicates)" if replicates > 1 else ""))
     return summary

@@ -75,7 +75,7 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
     root = Path(root)
     run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
-    ks = sorted({steps.parse(p, ipe, "--at") for p in at.split(",") if p.strip()})
+    ks = sorted(set(steps.parse_list(at, ipe, "--at")))
     if not ks or points < 2:
         raise UserError("give --at one or more rewind iterations (e.g. '0,100,500') and --points of at least 2")
     for k in ks:

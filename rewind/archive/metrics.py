@@ -36,10 +36,6 @@ class MetricsLog:
             purge = None if resume_step is None else resume_step + 1
             self._tb = SummaryWriter(str(folder), purge_step=purge, flush_secs=30)
 
-    @property
-    def tensorboard(self):
-        return self._tb
-
     def log(self, split: str, step: int, values: dict[str, float], epoch: float | None = None) -> None:
         self.rows.append({"split": split, "step": step, "epoch": epoch, **values})
         self._dirty = True

@@ -16,7 +16,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from rewind import seeds
+from rewind import seeds, steps
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -77,7 +77,7 @@ class DeviceLoader:
 
     @property
     def iterations_per_epoch(self) -> int:
-        return -(-self.n // self.batch_size)
+        return steps.iterations_per_epoch(self.n, self.batch_size)
 
     def order(self, epoch: int) -> torch.Tensor:
         return torch.randperm(self.n, generator=seeds.generator(self.order_seed, "order", epoch))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from rewind import seeds, steps
-from rewind.data.loader import PAD, DeviceLoader
+from rewind.data.loader import DeviceLoader
 from rewind.errors import UserError
 
 # Each kind with its parameters and their defaults; kinds in SEEDED also take `seed` (default 0).
@@ -225,9 +225,7 @@ class PhaseSchedule:
     def _loader(self, loader: DeviceLoader, subset: Phase | None, augment: bool) -> DeviceLoader:
         key = ("loader", subset, augment)
         if key not in self._cache:
-            images, labels = loader.images, loader.labels
-            if loader.augment:  # the main loader holds padded images; the new one pads its own
-                images = images[:, :, PAD:PAD + loader.h, PAD:PAD + loader.w]
+            images, labels = loader.originals(), loader.labels  # the new loader pads its own
             if subset is not None:
                 keep = self.subset_indices(subset, loader)
                 images, labels = images[keep], labels[keep]

@@ -123,4 +123,6 @@ class StackedResNet(CifarResNet):
             for k, state in enumerate(states):
                 state[name].copy_(rows[k])
                 if grads is not None:  # hooks (early-phase statistics) read the last step's gradient
-                    state[name].grad = grads[k].clone()
+                    if state[name].grad is None:
+                        state[name].grad = torch.empty_like(state[name])
+                    state[name].grad.copy_(grads[k])

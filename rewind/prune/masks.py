@@ -15,6 +15,7 @@ from torch import nn
 
 from rewind import models
 from rewind.archive.atomic import write_bytes
+from rewind.archive.checkpoints import sha256
 
 Masks = dict[str, torch.Tensor]
 
@@ -55,8 +56,11 @@ class Applier:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
 
-def save(path: str | Path, masks: Masks) -> None:
-    write_bytes(path, st_save({k: v.cpu().contiguous() for k, v in masks.items()}))
+def save(path: str | Path, masks: Masks) -> str:
+    """Write `masks`; returns the file's sha256 for the manifest."""
+    blob = st_save({k: v.cpu().contiguous() for k, v in masks.items()})
+    write_bytes(path, blob)
+    return sha256(blob)
 
 
 def load(path: str | Path) -> Masks:

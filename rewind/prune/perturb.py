@@ -4,8 +4,7 @@ Only the masked layers' weights change, and only at kept entries: pruned entries
 exactly 0, every other tensor (BatchNorm, biases, buffers) is copied unchanged. Each layer
 draws from its own stream `seeds.generator(seed, "perturb", kind, name)`, so a layer's result
 does not depend on the other layers. `std` below is the layer's init standard deviation:
-`init_std[name]`, else the std of `init_state[name]`, else the recipe's kaiming-normal std
-sqrt(2 / fan_in).
+`init_std[name]`, else the recipe's kaiming-normal std sqrt(2 / fan_in).
 
 - `sign-keep`:          sign(w) * |N(0, std)|: keep each sign, redraw magnitudes from the init
                         distribution
@@ -37,8 +36,7 @@ def kaiming_std(shape: torch.Size | tuple[int, ...]) -> float:
 
 
 def perturb(state_dict: Mapping[str, Tensor], masks: Masks, kind: str, seed: int, *,
-            init_std: Mapping[str, float] | None = None, init_state: Mapping[str, Tensor] | None = None,
-            scale: float = 1.0) -> dict[str, Tensor]:
+            init_std: Mapping[str, float] | None = None, scale: float = 1.0) -> dict[str, Tensor]:
     """A new state dict: `state_dict` with its masked layers perturbed by `kind` (see the module docstring)."""
     if kind not in KINDS:
         raise UserError(f"unknown perturbation {kind!r}; choose one of {', '.join(KINDS)}")
@@ -49,12 +47,7 @@ def perturb(state_dict: Mapping[str, Tensor], masks: Masks, kind: str, seed: int
     for name, mask in masks.items():
         w = state_dict[name]
         keep = mask.to(w.device).bool()
-        if init_std is not None:
-            std = float(init_std[name])
-        elif init_state is not None:
-            std = float(init_state[name].float().std())
-        else:
-            std = kaiming_std(w.shape)
+        std = float(init_std[name]) if init_std is not None else kaiming_std(w.shape)
         g = seeds.generator(seed, "perturb", kind, name)
         new = torch.zeros_like(w)
         new[keep] = _perturb_kept(w[keep], kind, std, scale, g)

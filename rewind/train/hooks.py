@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -64,29 +64,23 @@ class Eval(Hook):
 
 
 class Checkpoint(Hook):
-    """Saves weights, buffers and extra tensors (masks) plus optimizer and RNG state.
+    """Saves weights and buffers plus optimizer, RNG and train-log state.
 
     Metrics are flushed first, so a checkpoint at step S implies metrics.csv holds every row up to S.
     """
 
-    def __init__(self, stage: Stage, metrics: MetricsLog, train_log: TrainLog,
-                 extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict):
-        self.stage, self.metrics, self.train_log, self.extra_tensors = stage, metrics, train_log, extra_tensors
+    def __init__(self, stage: Stage, metrics: MetricsLog, train_log: TrainLog):
+        self.stage, self.metrics, self.train_log = stage, metrics, train_log
 
     def at(self, step: int, state: TrainState) -> None:
         if step in state.plan.save_steps and not self.stage.has(step, with_state=True):
             self.metrics.flush()
-            save(self.stage, step, state, self.extra_tensors(), {"train_log": self.train_log.state()})
-
-
-def save(stage: Stage, step: int, state: TrainState, extra: dict[str, torch.Tensor] | None = None,
-         extra_state: dict | None = None) -> None:
-    tensors = {**state.model.state_dict(), **(extra or {})}
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    stage.save(step, tensors, {"epoch": state.plan.epoch(step)},
-               {"optimizer": state.optimizer.state_dict(), "rng": rng, **(extra_state or {})})
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            self.stage.save(step, state.model.state_dict(), {"epoch": state.plan.epoch(step)},
+                            {"optimizer": state.optimizer.state_dict(), "rng": rng,
+                             "train_log": self.train_log.state()})
 
 
 class Progress(Hook):

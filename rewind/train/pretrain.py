@@ -18,7 +18,7 @@ from rewind.data.phases import Phase, PhaseSchedule
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
 from rewind.train.schedule import Plan
-from rewind.train.segment import run_segment
+from rewind.train.segment import Segment, train_segment
 
 
 def phase(config) -> Phase:
@@ -48,7 +48,8 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     compile = compile_setting(config.runtime.compile, setup.device)
     state = TrainState(model, make_optimizer(model, t), loader, plan, phases=schedule,
                        compile=compile, autocast=autocast_dtype(t))
-    run_segment(state, run.stage("trunk/pretrain"), 0, setup.test, config.runtime.progress, f"pretrain {p.pretrain}")
+    train_segment(Segment(state, run.stage("trunk/pretrain"), 0, setup.test, config.runtime.progress,
+                          f"pretrain {p.pretrain}"))
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     if p.pretrain == "rotation":
         head = models.build(m.model, m.width, setup.data.num_classes, seeds.derive(t.model_seed, "fresh-head"))

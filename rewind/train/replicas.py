@@ -239,7 +239,7 @@ def _resume_left(items: Sequence[Segment], held: Sequence[set[int]]) -> int:
 
 
 def run_segments(items: Sequence[Segment]) -> list[SegmentResult]:
-    """`run_segment` for N replicas at once: each resumes, logs, evaluates and checkpoints into its own
+    """`train_segment` for N replicas at once: each resumes, logs, evaluates and checkpoints into its own
     stage as if trained alone.
 
     A replica whose stage is complete is not retrained. The others resume from the latest point
@@ -285,7 +285,8 @@ def _train(segments: Sequence[Segment], left: int) -> None:
     for segment in segments:
         segment.state.forward = None
     # The replicas' models and optimizers are written only where a hook may read them.
-    sync = [s.state.plan.eval_steps | s.state.plan.log_steps | s.state.plan.save_steps | s.state.plan.stats_steps
+    # (A log step reads only the train log's sums, which the stacked step hands each replica.)
+    sync = [s.state.plan.eval_steps | s.state.plan.save_steps | s.state.plan.stats_steps
             | s.state.plan.fisher_steps | {s.end} for s in segments]
     active: list[int] = []
     replicas: Replicas | None = None

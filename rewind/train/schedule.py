@@ -38,9 +38,8 @@ class Plan:
             return set(range(0, total + 1, k)) if k > 0 else set()
 
         until = steps.parse(t.stats_until, ipe, "stats_until")
-        stats = {s for s in set(DENSE_CHECKPOINTS) | every(t.stats_every, "stats_every") if s <= until}
-        if not steps.parse(t.stats_every, ipe, "stats_every"):
-            stats = set()
+        stats_every = every(t.stats_every, "stats_every")  # empty: statistics off
+        stats = {s for s in set(DENSE_CHECKPOINTS) | stats_every if s <= until} if stats_every else set()
         saves = set(DENSE_CHECKPOINTS) | every(t.save_every, "save_every")
         saves |= set(steps.parse_list(t.save_at, ipe, "save_at")) | set(extra_saves) | {total}
         return cls(

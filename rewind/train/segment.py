@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -37,9 +36,9 @@ def restore(state: TrainState, stage: Stage, step: int) -> Checkpoint:
 
 @dataclass
 class Segment:
-    """The arguments of `run_segment`, and once opened, the hooks that write its stage.
+    """One stage to train from `start` to its plan's end, and once opened, the hooks that write it.
 
-    Shared by the one-model loop (`run_segment`) and the stacked one (`replicas.run_segments`),
+    Shared by the one-model loop (`train_segment`) and the stacked one (`replicas.run_segments`),
     so both resume and write archives the same way.
     """
 
@@ -49,8 +48,6 @@ class Segment:
     test: tuple[torch.Tensor, torch.Tensor]
     progress: str = "auto"
     label: str = "train"
-    extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict
-    on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None
     start_scalars: tuple[str, dict[str, float]] | None = None  # (split, values) logged once at `start`
     resumed: int | None = field(default=None, init=False)
     hooks: list[Hook] = field(default_factory=list, init=False)
@@ -76,10 +73,7 @@ class Segment:
         self.state.plan = dataclasses.replace(plan, save_steps=plan.save_steps | {self.start})
         sums = None
         if resume_from is not None:
-            ckpt = restore(self.state, self.stage, resume_from)
-            if self.on_restore is not None:
-                self.on_restore(ckpt.tensors)
-            sums = ckpt.state.get("train_log")
+            sums = restore(self.state, self.stage, resume_from).state.get("train_log")
         self.resumed = resume_from
         # A complete stage is only read back: no new TensorBoard file, no rewrite of metrics.csv.
         self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from, tensorboard=resume_from != self.end)
@@ -95,7 +89,7 @@ class Segment:
         # The analysis hooks read the last step's gradients before evaluation runs the model again
         # (with CUDA graphs, a new replay may overwrite them).
         self.hooks = [train_log, *self._analysis_hooks(), evaluation,
-                      H.Checkpoint(self.stage, self.metrics, train_log, self.extra_tensors),
+                      H.Checkpoint(self.stage, self.metrics, train_log),
                       H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
         return self.hooks
 
@@ -131,18 +125,6 @@ class Segment:
             final_test = {"loss": float("nan"), "acc": float("nan")}
         best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
         return SegmentResult(final_test, best, self.resumed)
-
-
-def run_segment(state: TrainState, stage: Stage, start: int, test: tuple[torch.Tensor, torch.Tensor],
-                progress: str = "auto", label: str = "train",
-                extra_tensors: Callable[[], dict[str, torch.Tensor]] = dict,
-                on_restore: Callable[[dict[str, torch.Tensor]], None] | None = None,
-                start_scalars: tuple[str, dict[str, float]] | None = None) -> SegmentResult:
-    """Train `state` from iteration `start` (the model already holds the weights at `start`).
-
-    `start_scalars` = (split, values) are logged once at `start` (e.g. a level's sparsity).
-    """
-    return train_segment(Segment(state, stage, start, test, progress, label, extra_tensors, on_restore, start_scalars))
 
 
 def train_segment(segment: Segment) -> SegmentResult:

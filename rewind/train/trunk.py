@@ -18,8 +18,8 @@ from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
 from rewind.train.schedule import Plan
-from rewind.train.replicas import run_segments
-from rewind.train.segment import Segment, SegmentResult, run_segment
+from rewind.train.replicas import train_segments
+from rewind.train.segment import Segment
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,15 +88,12 @@ class TrunkResult:
 
 def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) -> TrunkResult:
     """Train (or resume, or find complete) the trunk of the archive at `out`."""
-    setup = Setup.create(config, extra_saves)
-    with open_run(out, "trunk", config.to_dict(), config.experiment_dict(), **_manifest_fields(setup)) as run:
-        result = train_trunk(setup, run)
-    return TrunkResult(Path(out), result.final_test, result.best_test_acc, result.resumed_from)
+    return train_replicas([config], [out], extra_saves)[0]
 
 
 def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
                    extra_saves: tuple[int, ...] = ()) -> list[TrunkResult]:
-    """`train` for N configs at once, as one stacked model; each archive is the one `train` would write.
+    """`train` for N configs at once, as one stacked model when N > 1; each archive is the one `train` writes.
 
     The configs may differ in seeds, learning rate schedule and weight decay, not in model, batch
     size or length.
@@ -108,9 +105,10 @@ def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
         runs = [stack.enter_context(open_run(out, "trunk", s.config.to_dict(), s.config.experiment_dict(),
                                              **_manifest_fields(s)))
                 for s, out in zip(setups, outs)]
+        labels = ["trunk"] if len(setups) == 1 else [f"trunk {k}" for k in range(len(setups))]
         segments = [Segment(s.state(initial_model(s, run)), run.stage("trunk"), 0, s.test, s.config.runtime.progress,
-                            f"trunk {k}") for k, (s, run) in enumerate(zip(setups, runs))]
-        results = run_segments(segments)
+                            label) for s, run, label in zip(setups, runs, labels)]
+        results = train_segments(segments, parallel=len(segments))
         for run, r in zip(runs, results):
             run.update(status="complete", final_test=r.final_test, best_test_acc=r.best_test_acc)
     return [TrunkResult(Path(out), r.final_test, r.best_test_acc, r.resumed_from) for out, r in zip(outs, results)]
@@ -131,10 +129,3 @@ def initial_model(setup: Setup, run: Run) -> torch.nn.Module:
     if pretrained is not None:
         model.load_state_dict(pretrained)
     return model
-
-
-def train_trunk(setup: Setup, run: Run) -> SegmentResult:
-    state = setup.state(initial_model(setup, run))
-    result = run_segment(state, run.stage("trunk"), 0, setup.test, setup.config.runtime.progress, "trunk")
-    run.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc)
-    return result
