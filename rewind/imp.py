@@ -98,10 +98,11 @@ def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None)
         if _same_dataset(settings["source"], trunk_values["source"]):
             moved = {"source": settings["source"]}
         else:
-            differ.append(f"--data {settings['source']} (the trunk's: {trunk_values['source']})")
+            differ.append(f"source {settings['source']!r} (the trunk's: {trunk_values['source']!r})")
     if differ:
         raise UserError(f"--from {root} trains branches with the trunk's own settings, and this command sets "
-                        f"others: {'; '.join(differ)}. Drop them, or train a new trunk with --out")
+                        f"others (on its command line or in --config): {'; '.join(differ)}. Drop them, or train "
+                        "a new trunk with --out")
     observed = {k: v for k, v in settings.items() if k in cfg.OBSERVATION_FIELDS}
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
     runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items() if k in given}
