@@ -18,9 +18,9 @@ def test_resnet20_has_272474_parameters_and_the_recipe_structure():
     strides = [b.conv1.stride[0] for b in m.blocks]
     assert strides == [1, 1, 1, 2, 1, 1, 2, 1, 1]
     for i, b in enumerate(m.blocks):
-        if i in (3, 6):  # projection shortcut: 1x1 conv + BatchNorm, stride 2
+        if i in (3, 6):  # projection shortcut: 1x1 conv + BatchNorm on the input subsampled by 2
             conv, bn = b.shortcut
-            assert conv.kernel_size == (1, 1) and conv.stride == (2, 2) and isinstance(bn, nn.BatchNorm2d)
+            assert conv.kernel_size == (1, 1) and b.stride == 2 and isinstance(bn, nn.BatchNorm2d)
         else:
             assert len(b.shortcut) == 0
     assert all(c.bias is None for c in m.modules() if isinstance(c, nn.Conv2d))
@@ -61,3 +61,41 @@ def test_widths_and_depths():
     assert models.build("resnet20", width=32).conv.out_channels == 32
     with pytest.raises(UserError, match="6n\\+2"):
         models.build("resnet21")
+
+
+def test_strided_shortcut_is_a_stride_2_projection():
+    """Subsample, then a 1x1 conv: exactly the 1x1 stride-2 conv of the recipe (float64)."""
+    block = models.resnet.Block(4, 8, downsample=True).double()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    conv, bn = block.shortcut
+    reference = bn(torch.nn.functional.conv2d(x, conv.weight, stride=2))
+    assert torch.allclose(block.shortcut(x[:, :, ::2, ::2]), reference, rtol=0, atol=1e-12)
+
+
+_GRADIENTS = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from rewind import models
+def grads(channels_last):
+    m = models.build("resnet8", width=4, seed=0)
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    if channels_last:
+        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    m(x).square().mean().backward()
+    return [p.grad for p in m.parameters()]
+worst = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads(True), grads(False)))
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrow_channels_last_resnet_has_correct_gradients(threads):
+    """A ResNet whose strided shortcut reads 4 channels, channels-last on the CPU (as rewind trains):
+    its gradients equal the NCHW ones. The 1x1 stride-2 oneDNN kernel got them wrong, hung or
+    crashed here on AVX2 machines (uxlfoundation/oneDNN#6035), so this runs in its own process."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _GRADIENTS, str(threads)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert float(out.stdout) < 1e-3  # the broken kernel: errors of order 1

@@ -8,23 +8,31 @@ from torch import nn
 
 
 class Block(nn.Module):
-    """BasicBlock; a 1x1 conv + BatchNorm projection shortcut where the shape changes."""
+    """BasicBlock; a 1x1 conv + BatchNorm projection shortcut where the shape changes.
+
+    The strided shortcut subsamples its input, then applies a 1x1 conv of stride 1: the same
+    function as a 1x1 conv of stride 2, but it avoids a oneDNN CPU kernel that, for channels-last
+    inputs with fewer channels than its block (8 on AVX2, 16 on AVX-512), computes wrong weight
+    gradients, hangs or crashes (uxlfoundation/oneDNN#6035; tests/test_model.py).
+    """
 
     def __init__(self, f_in: int, f_out: int, downsample: bool):
         super().__init__()
         stride = 2 if downsample else 1
+        self.stride = stride
         self.conv1 = nn.Conv2d(f_in, f_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(f_out)
         self.conv2 = nn.Conv2d(f_out, f_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(f_out)
         self.shortcut = nn.Sequential()
         if downsample or f_in != f_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False), nn.BatchNorm2d(f_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, bias=False), nn.BatchNorm2d(f_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        s = self.stride
+        return F.relu(out + self.shortcut(x[:, :, ::s, ::s] if s > 1 else x))
 
 
 class CifarResNet(nn.Module):
