@@ -12,7 +12,7 @@ from rewind import config as cfg
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 TINY = dict(source="synthetic", train_examples=1000, test_examples=500, model="resnet8", width=8,
-            steps="120it", batch_size=64, lr=0.05, lr_milestones="80it", eval_every="40it", log_every="20it",
+            steps="120it", batch_size=32, lr=0.05, lr_milestones="80it", eval_every="40it", log_every="20it",
             save_every="20it", progress="none")
 
 

@@ -107,12 +107,12 @@ def test_sigkill_halfway_then_same_command_matches_uninterrupted(reference, tmp_
     config, root, _ = reference
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "rewind.cli", "train", "--out", str(out),
-            *cli_args(steps="400it", data_dir=str(tmp_path / "cache"))]
+            *cli_args(steps="200it", data_dir=str(tmp_path / "cache"))]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
         files = json.loads((out / "manifest.json").read_text()).get("files", {}) if (out / "manifest.json").exists() else {}
-        if any("it00000200.state" in f for f in files):
+        if any("it00000100.state" in f for f in files):
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -120,7 +120,7 @@ def test_sigkill_halfway_then_same_command_matches_uninterrupted(reference, tmp_
     assert runs.read(out).status == "running"
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     full = tmp_path / "full"
-    train(tiny_config(steps="400it", data_dir=str(tmp_path / "cache")), full)
+    train(tiny_config(steps="200it", data_dir=str(tmp_path / "cache")), full)
     assert_same_weights(full, out)
 
 
