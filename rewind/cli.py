@@ -31,11 +31,12 @@ def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool) ->
         if section not in sections:
             continue
         flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
-        help_text = f"{f.metadata['help']}  [default: {f.default!r}] [{section}.{name}]"
+        default = "see above" if f.default is None else repr(f.default)
+        help_text = f"{f.metadata['help']}  [default: {default}] [{section}.{name}]"
         if f.type == "bool":
             fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(fn)
         else:
-            kind = click.Choice(f.metadata["choices"]) if f.metadata.get("choices") else _TYPES[f.type]
+            kind = click.Choice(f.metadata["choices"]) if f.metadata.get("choices") else _TYPES[cfg.base_type(f)]
             fn = click.option(flag, name, type=kind, default=None, help=help_text)(fn)
     if not with_file:
         return fn

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from rewind import steps
+from rewind import models, steps
 from rewind.errors import UserError
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
 def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
@@ -42,21 +45,29 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = _f("resnet20", "architecture: resnet<6n+2> (CIFAR ResNet), e.g. resnet20, resnet56")
-    width: int = _f(16, "channels of the first stage (16 in the recipe; stages are width, 2x, 4x)")
+    model: str = _f("resnet20", "architecture: resnet<6n+2> (CIFAR ResNet: resnet20, resnet56, ...), resnet18, "
+                                "vgg11, vgg13, vgg16, vgg19, wrn<d>-<k> (wide ResNet, e.g. wrn16-8), "
+                                "lenet<h1>-<h2> (e.g. lenet300-100), allcnn")
+    width: int = _f(0, "channels of the first stage or conv; 0 = the model's own (resnet<6n+2> 16, resnet18 64 "
+                       "(16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs from the name)")
+    blocks: int = _f(0, "resnet18: blocks per stage (0 = 2, ResNet-18's)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: str = _f("160ep", "training length, e.g. '160ep' or '62560it'")
     batch_size: int = _f(128, "examples per iteration")
+    optimizer: str = _f("sgd", "sgd, adam, adamw (decoupled weight decay) or rmsprop", choices=OPTIMIZERS)
     lr: float = _f(0.1, "peak learning rate")
-    momentum: float = _f(0.9, "SGD momentum")
-    nesterov: bool = _f(False, "Nesterov momentum")
+    momentum: float | None = _f(None, "sgd and rmsprop momentum (default: 0.9 for sgd, the recipe's; 0 for rmsprop)")
+    nesterov: bool = _f(False, "sgd: Nesterov momentum")
+    betas: str = _f("", "adam and adamw: 'beta1,beta2' (default: 0.9,0.999)")
+    eps: float | None = _f(None, "adam, adamw and rmsprop: the denominator's epsilon (default: 1e-8)")
+    alpha: float | None = _f(None, "rmsprop: smoothing constant of the squared-gradient average (default: 0.99)")
     precision: str = _f("fp32", "arithmetic of the training forward: bf16 = autocast to bfloat16 (weights, optimizer "
                                 "and evaluation stay fp32); off by default until shown to match fp32 accuracy",
                         choices=("fp32", "bf16"))
-    weight_decay: float = _f(1e-4, "L2 weight decay on all parameters")
+    weight_decay: float = _f(1e-4, "weight decay on all parameters (L2 in the gradient; adamw: decoupled)")
     lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma")
     lr_gamma: float = _f(0.1, "learning-rate factor at each milestone")
     lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
@@ -85,6 +96,9 @@ class PretrainConfig:
                        choices=("none", "blur", "random-labels", "rotation", "subset"))
     pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep' (0 = none)")
     pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)")
+    pretrain_optimizer: str = _f("same", "optimizer of the pre-training phase: same (as the main run's), sgd, adam, "
+                                         "adamw or rmsprop (with the main run's betas, eps, ... settings)",
+                                 choices=("same", *OPTIMIZERS))
     pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back")
     pretrain_subset: float = _f(0.5, "subset: fraction of the training set used")
     pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset (the data order derives from "
@@ -99,7 +113,8 @@ class ImpConfig:
     prune_fraction: float = _f(0.2, "fraction of the remaining weights removed per level")
     layerwise: bool = _f(False, "prune each layer by the same fraction instead of by global magnitude")
     dense_layers: str = _f("", "comma-separated weights (or prefixes) never pruned, e.g. 'conv.weight,fc.weight'")
-    rewind_optimizer: bool = _f(False, "restore the trunk's momentum at the rewind point (masked) instead of zero")
+    rewind_optimizer: bool = _f(False, "restore the trunk's optimizer state at the rewind point (momentum, Adam's "
+                                                 "moments; zero at pruned weights) instead of a fresh optimizer")
     control: str = _f("none", "control with the same masks: random-reinit or random-prune (same per-layer density)",
                       choices=("none", "random-reinit", "random-prune"))
     perturb: str = _f("none", "perturb the rewind-point weights under the plain branch's masks",
@@ -123,6 +138,9 @@ class WarmConfig:
     warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase")
     warm_seed: int = _f(0, "warm start: seed of that subset")
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
+    second_optimizer: str = _f("same", "warm start: optimizer of the second phase (same = the first phase's)",
+                               choices=("same", *OPTIMIZERS))
+    second_lr: float | None = _f(None, "warm start: peak learning rate of the second phase (default: --lr)")
     shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh")
     perturb_sigma: float = _f(0.01, "shrink-perturb: sigma")
     reset_layers: str = _f("top-stage", "reset arm: layers re-initialised before phase two, comma-separated "
@@ -173,8 +191,15 @@ class Config:
         for key in OBSERVATION_FIELDS:  # when to evaluate, log or save changes no weight
             del d["train"][key]
         d["data"]["source"] = dataset_identity(self.data.source)
-        if self.train.precision == "fp32":
-            del d["train"]["precision"]  # the default: archives made before the option keep their hash
+        d["model"]["width"] = models.resolved_width(self.model.model, self.model.width)
+        for key in OPTIMIZER_FIELDS:  # the optimizers' settings as they train, and only those
+            del d["train"][key]
+        d["train"].update(optimizer_settings(self.train))
+        if self.pretrain.pretrain_optimizer != "same":
+            d["pretrain"]["pretrain_optimizer_settings"] = optimizer_settings(self.train, self.pretrain.pretrain_optimizer)
+        for section, key, default in LATER_FIELDS:
+            if d[section].get(key, default) == default:
+                d[section].pop(key, None)  # at its default: archives made before the field keep their hash
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
         return d
@@ -199,6 +224,13 @@ class Config:
             del imp["perturb_scale"]
         return {"trunk": self.hash(), "imp": imp}
 
+    def with_optimizer(self, kind: str, lr: float | None = None) -> "Config":
+        """This config training with optimizer `kind` (and `lr`), the settings only other optimizers
+        take left unset: a later phase's optimizer."""
+        unset = {"momentum": None, "nesterov": False, "betas": "", "eps": None, "alpha": None}
+        values = {k: v for k, v in unset.items() if kind not in OPTIMIZER_FIELDS[k]}
+        return self.with_values(optimizer=kind, lr=lr or self.train.lr, second_optimizer="same", **values)
+
     def with_values(self, **values: Any) -> "Config":
         """A copy with fields replaced by name (`lr=0.05`), whatever section they live in."""
         return from_sections(self.to_dict(), overrides=values)
@@ -210,6 +242,10 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": 
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "after",
                "window", "stats_every", "stats_until", "fisher_every", "second_steps")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
+# Fields added after archives were first made, left out of a trunk's identity while at their
+# defaults, so those archives keep their hash.
+LATER_FIELDS = (("train", "precision", "fp32"), ("model", "blocks", 0), ("train", "optimizer", "sgd"),
+                ("pretrain", "pretrain_optimizer", "same"))
 # What is observed and kept, not what is trained: left out of the trunk's identity.
 OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats_every", "stats_until",
                       "fisher_every", "fisher_examples")
@@ -283,13 +319,79 @@ def _validate(config: Config) -> None:
             value = getattr(getattr(config, section), f.name)
             if choices and value not in choices:
                 raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
-    from rewind.models import check_name  # late import: models depend on nothing here, but keep config light
+    models.check(config.model.model, config.model.width, config.model.blocks)
+    _check_optimizers(config)
 
-    check_name(config.model.model)
+
+def base_type(f: dataclasses.Field) -> str:
+    """'str', 'int', 'float' or 'bool': a field's type, without the `| None` of optional ones."""
+    return str(f.type).removesuffix(" | None")
+
+
+# Optimizer settings -> the optimizers that take them.
+OPTIMIZER_FIELDS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",), "betas": ("adam", "adamw"),
+                    "eps": ("adam", "adamw", "rmsprop"), "alpha": ("rmsprop",)}
+
+
+def optimizer_settings(t: TrainConfig, kind: str | None = None) -> dict[str, Any]:
+    """The hyperparameters optimizer `kind` (default: the main run's) trains with, as torch names
+    them, with every unset one at its default (the recipe's SGD momentum 0.9; torch's otherwise)."""
+    kind = kind or t.optimizer
+    eps = 1e-8 if t.eps is None else t.eps
+    if kind == "sgd":
+        return {"momentum": 0.9 if t.momentum is None else t.momentum, "nesterov": t.nesterov}
+    if kind in ("adam", "adamw"):
+        return {"betas": betas(t.betas), "eps": eps}
+    return {"momentum": 0.0 if t.momentum is None else t.momentum, "alpha": 0.99 if t.alpha is None else t.alpha,
+            "eps": eps}
+
+
+def betas(text: str) -> list[float]:
+    """'0.9,0.999' -> [0.9, 0.999]; empty text gives Adam's defaults."""
+    if not str(text).strip():
+        return [0.9, 0.999]
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(0 <= v < 1 for v in values):
+        raise UserError(f"betas must be two numbers in [0, 1), written 'beta1,beta2' (e.g. '0.9,0.999'); got {text!r}")
+    return values
+
+
+def _check_optimizers(config: Config) -> None:
+    """Learning rates and optimizer settings in range, and each setting given for an optimizer in use."""
+    t = config.train
+    used = {t.optimizer}
+    if config.pretrain.pretrain != "none" and config.pretrain.pretrain_optimizer != "same":
+        used.add(config.pretrain.pretrain_optimizer)
+    if config.warm.second_optimizer != "same":
+        used.add(config.warm.second_optimizer)
+    given = {"momentum": t.momentum is not None, "nesterov": t.nesterov, "betas": bool(t.betas.strip()),
+             "eps": t.eps is not None, "alpha": t.alpha is not None}
+    for name, takers in OPTIMIZER_FIELDS.items():
+        if given[name] and not used & set(takers):
+            raise UserError(f"{name} is a setting of {' and '.join(takers)}, and this run uses {', '.join(sorted(used))}; "
+                            f"drop --{name}, or choose --optimizer {takers[0]}")
+    for name, value in (("lr", t.lr), ("pretrain_lr", config.pretrain.pretrain_lr), ("second_lr", config.warm.second_lr)):
+        if value is not None and not value > 0:
+            raise UserError(f"{name} must be positive, got {value}")
+    if not t.weight_decay >= 0:
+        raise UserError(f"weight_decay must be 0 or more, got {t.weight_decay}")
+    for name, value in (("momentum", t.momentum), ("alpha", t.alpha)):
+        if value is not None and not 0 <= value < 1:
+            raise UserError(f"{name} must be in [0, 1), got {value}")
+    if t.eps is not None and not t.eps > 0:
+        raise UserError(f"eps must be positive, got {t.eps}")
+    betas(t.betas)
+    if t.nesterov and optimizer_settings(t, "sgd")["momentum"] == 0:
+        raise UserError("nesterov needs a momentum above 0; drop --nesterov or set --momentum")
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
-    want = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if value is None and str(f.type).endswith("| None"):
+        return None  # optional: the optimizer's (or phase's) default
+    want = {"str": str, "int": int, "float": float, "bool": bool}[base_type(f)]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is str and isinstance(value, (int, list)):
@@ -361,7 +463,8 @@ def to_toml(config: Config) -> str:
     for section, table in config.to_dict().items():
         lines.append(f"[{section}]")
         for key, value in table.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if value is not None:  # an optional field left to its default (TOML has no null)
+                lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rewind import config as cfg
-from rewind import models, seeds, steps
+from rewind import seeds, steps
 from rewind.archive import run as runs
 from rewind.archive.checkpoints import sha256
 from rewind.archive.run import Run, open_run
@@ -26,6 +26,7 @@ from rewind.prune import magnitude
 from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
 from rewind.train import trunk
+from rewind.train.optim import load_masked
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment, SegmentResult
@@ -226,7 +227,7 @@ class Branch:
         model = _start_model(self.setup, self.rewind.tensors, c, level, self.masks)
         state = self.setup.state(model, self.plan, self.masks)
         if c.imp.rewind_optimizer:
-            _restore_momentum(state, self.rewind.state["optimizer"], self.masks)
+            load_masked(state.optimizer, self.rewind.state["optimizer"], state.model, self.masks)
         scalars = {"density": M.density(self.masks), "remaining": M.remaining(self.masks)}
         return Segment(state, self.run.stage(f"level_{level:02d}"), self.k, self.setup.test,
                        c.runtime.progress, f"level {level}", start_scalars=("sparsity", scalars))
@@ -287,22 +288,10 @@ def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int, m
         rewind_tensors = perturb(rewind_tensors, masks, config.imp.perturb,
                                  seeds.derive(config.imp.control_seed, "perturb", level), scale=config.imp.perturb_scale)
     if config.imp.control == "random-reinit":
-        m = config.model
-        fresh = models.build(m.model, m.width, setup.data.num_classes,
-                             seeds.derive(config.imp.control_seed, "reinit", level))
-        model.load_state_dict(fresh.state_dict())
-        return model
+        return setup.new_model(seed=seeds.derive(config.imp.control_seed, "reinit", level))
     keys = model.state_dict().keys()
     model.load_state_dict({n: t for n, t in rewind_tensors.items() if n in keys})
     return model
-
-
-def _restore_momentum(state, optimizer_state: dict, masks: M.Masks) -> None:
-    state.optimizer.load_state_dict(optimizer_state)
-    for name, p in state.model.named_parameters():
-        buf = state.optimizer.state.get(p, {}).get("momentum_buffer")
-        if buf is not None and name in masks:
-            buf.mul_(masks[name].to(buf.device, buf.dtype))
 
 
 def _row(level: int, masks: M.Masks, result: dict, config: cfg.Config, k: int) -> dict:

@@ -17,12 +17,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from rewind import config as cfg
 from rewind import models, seeds
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
+from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
@@ -38,7 +40,8 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     trunk.train(first, out)
     trunk_run = runs.read(out)
     first_weights = trunk_run.stage("trunk").load(trunk_run.manifest.data["total_iterations"]).tensors
-    second = config.with_values(steps=w.second_steps)
+    kind = config.train.optimizer if w.second_optimizer == "same" else w.second_optimizer
+    second = config.with_values(steps=w.second_steps).with_optimizer(kind, w.second_lr)
     setup = Setup.create(second)
     with ExitStack() as stack:
         branches, segments = [], []
@@ -65,12 +68,14 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     return table
 
 
-def layers_to_reset(config: cfg.Config) -> list[str]:
+def layers_to_reset(config: cfg.Config, model: torch.nn.Module) -> list[str]:
     names = [p.strip() for p in config.warm.reset_layers.split(",") if p.strip()]
     if names != ["top-stage"]:
         return names
-    n = (models.check_name(config.model.model) - 2) // 6  # blocks per stage
-    return [f"blocks.{i}" for i in range(2 * n, 3 * n)] + ["fc"]
+    if not hasattr(model, "stages"):
+        raise UserError(f"{config.model.model} has no stages: name the layers to reset with --reset-layers, "
+                        "e.g. 'fc' (the model's modules are listed by `rewind runs show`)")
+    return [f"blocks.{i}" for i in model.stages[-1]] + [models.head(model)]
 
 
 def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
@@ -79,12 +84,10 @@ def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
         return model
     keys = model.state_dict().keys()
     model.load_state_dict({k: v for k, v in first_weights.items() if k in keys})
-    m = config.model
     # A fresh init distinct from the trunk's own init (which `scratch` uses).
-    fresh = models.build(m.model, m.width, setup.data.num_classes, seeds.derive(config.train.model_seed, "warm-fresh"))
-    fresh = fresh.to(setup.device)
+    fresh = setup.new_model(seed=seeds.derive(config.train.model_seed, "warm-fresh"))
     if arm == "shrink-perturb":
         shrink_perturb(model, fresh, config.warm.shrink, config.warm.perturb_sigma)
     elif arm == "reset":
-        reset_layers(model, fresh, layers_to_reset(config))
+        reset_layers(model, fresh, layers_to_reset(config, model))
     return model

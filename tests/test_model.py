@@ -56,11 +56,59 @@ def test_prunable_weights_are_conv_and_linear_only():
         b.num_features for b in m.modules() if isinstance(b, nn.BatchNorm2d))
 
 
-def test_widths_and_depths():
-    assert sum(p.numel() for p in models.build("resnet56").parameters()) > 800000
+def count(name: str, **kw) -> int:
+    """Parameters of a model, built on the meta device (no memory, no init draws)."""
+    s = models.spec(name)
+    with torch.device("meta"):
+        m = s.make(kw.get("width", s.default_width), kw.get("blocks", 0), kw.get("classes", 10),
+                   kw.get("channels", 3), kw.get("size", 32))
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name, kw, published", [
+    ("resnet20", {}, 272_474),          # OpenLTH cifar_resnet_20
+    ("resnet56", {}, 855_770),          # He et al. 2016: 0.85M; OpenLTH cifar_resnet_56
+    ("resnet18", {}, 11_173_962),       # the standard CIFAR ResNet-18: 11.17M
+    ("resnet18", {"width": 16}, 701_466),   # Ash & Adams' quarter width: 1/16 of the convs
+    ("vgg16", {}, 14_728_266),          # OpenLTH cifar_vgg_16; Frankle et al. 2020: 14.7M
+    ("vgg19", {}, 20_040_522),          # Frankle & Carbin 2019: 20M
+    ("wrn16-8", {}, 10_961_370),        # Zagoruyko & Komodakis 2016: 11.0M
+    ("wrn28-10", {}, 36_479_194),       # Zagoruyko & Komodakis 2016: 36.5M
+    ("lenet300-100", {"channels": 1, "size": 28}, 266_610),  # Frankle & Carbin 2019
+    ("allcnn", {}, 1_370_986),          # Springenberg et al. 2015: 1.3M (with BatchNorm in place of biases)
+])
+def test_parameter_counts_are_the_published_ones(name, kw, published):
+    assert count(name, **kw) == published
+
+
+def test_resnet18_is_the_cifar_variant_with_configurable_stages():
+    m = models.build("resnet18")
+    assert m.conv.kernel_size == (3, 3) and m.conv.stride == (1, 1)  # 3x3 stem, no max-pool
+    assert not any(isinstance(x, nn.MaxPool2d) for x in m.modules())
+    assert [m.blocks[i[0]].conv2.out_channels for i in m.stages] == [64, 128, 256, 512]
+    assert [b.stride for b in m.blocks] == [1, 1, 2, 1, 2, 1, 2, 1]
+    deep = models.build("resnet18", width=16, blocks=3)  # Berariu et al.'s depth sweep: d blocks per stage
+    assert [len(r) for r in deep.stages] == [3, 3, 3, 3] and deep.fc.in_features == 128
+    # PyTorch's default init (the warm-start papers' code): BatchNorm gamma 1, not U[0, 1].
+    assert all(torch.all(b.weight == 1) for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+def test_every_model_takes_the_datasets_shape_and_classes():
+    for name, kw in [("lenet300-100", {}), ("vgg11", {"width": 8}), ("resnet18", {"width": 4}), ("wrn10-1", {}),
+                     ("allcnn", {"width": 8}), ("resnet8", {"width": 4})]:
+        m = models.build(name, num_classes=7, in_channels=1, image_size=28, **kw)
+        assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 7), name
+        assert models.head(m) in ("fc", "head")
+
+
+def test_model_names_and_settings_are_checked():
     assert models.build("resnet20", width=32).conv.out_channels == 32
-    with pytest.raises(UserError, match="6n\\+2"):
-        models.build("resnet21")
+    assert models.resolved_width("resnet20") == 16 and models.resolved_width("vgg16") == 64
+    for name, kw, message in [("resnet21", {}, "unknown model 'resnet21'"), ("vgg15", {}, "unknown model"),
+                              ("wrn16-8", {"width": 4}, "takes no --width"), ("vgg16", {"blocks": 3}, "resnet18 only"),
+                              ("lenet300-0", {}, "unknown model")]:
+        with pytest.raises(UserError, match=message):
+            models.build(name, **kw)
 
 
 def test_strided_shortcut_is_a_stride_2_projection():

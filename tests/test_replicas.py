@@ -27,7 +27,7 @@ from rewind.prune import masks as M
 from rewind.train import loop, replicas
 from rewind.train import trunk
 from rewind.train.evaluate import evaluate
-from rewind.train.replicas import Replicas, StackedSGD, run_segments, train_step_replicas
+from rewind.train.replicas import Replicas, run_segments, train_step_replicas
 from rewind.train.schedule import Plan
 from rewind.train.segment import Segment
 from rewind.train.trunk import Setup, train, train_replicas
@@ -122,30 +122,52 @@ def test_masks_stay_zero_and_replicas_keep_their_own(solo_and_parallel):
             assert (params[name][mask] != 0).all()
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_stacked_sgd_is_torch_sgd_bit_for_bit(nesterov):
-    n, shapes = 3, [(4, 3, 3, 3), (4,), (1, 10, 4)]  # a conv, a BatchNorm and an fc, per replica
-    g = torch.Generator().manual_seed(0)
-    alone = [[torch.randn(s, generator=g) for s in shapes] for _ in range(n)]
-    stacked = [torch.cat([alone[k][i] for k in range(n)]).clone() for i in range(len(shapes))]
-    opts = [torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=nesterov) for ps in alone]
-    sgd = StackedSGD(stacked, n, momentum=0.9, nesterov=nesterov)
+OPTIMIZERS = {"sgd": dict(momentum=0.9), "sgd-nesterov": dict(momentum=0.9, nesterov=True), "adam": dict(),
+              "adamw": dict(betas=(0.8, 0.99)), "rmsprop": dict(momentum=0.5, alpha=0.9)}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_stacked_optimizer_is_torch_per_replica_bit_for_bit(name):
+    """Each replica's rows get exactly torch's update of its own tensors, whatever learning rates and
+    weight decays the replicas have at each step (they may start out of step, as joining runs do)."""
+    from torch import nn
+    from rewind.models.stacked import Stacked
+    from rewind.train.replicas import StackedOptimizer
+
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "rmsprop": torch.optim.RMSprop}[name.split("-")[0]]
+    n, g = 3, torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    alone = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+             for _ in range(n)]
+    states = [type("S", (), {"optimizer": cls(m.parameters(), lr=0.1, foreach=True, **OPTIMIZERS[name])})()
+              for m in alone]
+    stacked = Stacked(alone)
+    names = [k for k, _ in stacked.module.named_parameters()]
+    opt = StackedOptimizer(stacked, names, states)
     schedules = [([0.1] * 3, [1e-4] * 3), ([0.1, 0.05, 0.1], [1e-4, 5e-4, 0.0]), ([0.02] * 3, [0.0] * 3)]
+    params = dict(stacked.module.named_parameters())
     for step in range(6):
         lrs, wds = schedules[step % 3]
-        grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(n)]
-        for k, opt in enumerate(opts):
-            opt.param_groups[0].update(lr=lrs[k], weight_decay=wds[k])
-            for p, grad in zip(alone[k], grads[k]):
-                p.grad = grad.clone()
-            opt.step()
-        for i, p in enumerate(stacked):
-            p.grad = torch.cat([grads[k][i] for k in range(n)])
-        sgd.step(lrs, wds)
-        for i in range(len(shapes)):
-            assert torch.equal(stacked[i], torch.cat([alone[k][i] for k in range(n)])), f"step {step}"
-            assert torch.equal(sgd.buffers[i], torch.cat([opts[k].state[alone[k][i]]["momentum_buffer"]
-                                                          for k in range(n)]))
+        for k, (model, state) in enumerate(zip(alone, states)):
+            state.optimizer.param_groups[0].update(lr=lrs[k], weight_decay=wds[k])
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+        for name_, p in params.items():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            rows = stacked.per_replica(name_, p.grad)
+            for k, model in enumerate(alone):
+                rows[k].copy_(dict(model.named_parameters())[name_].grad)
+        for state in states:
+            state.optimizer.step()
+        opt.step(stacked, names, lrs, wds)
+        for name_, p in params.items():
+            for k, model in enumerate(alone):
+                mine = dict(model.named_parameters())[name_]
+                assert torch.equal(stacked.per_replica(name_, p.detach())[k], mine.detach()), f"{name_} step {step}"
+                for key, value in states[k].optimizer.state[mine].items():
+                    assert torch.equal(opt.state[opt.aliases[k][names.index(name_)]][key], value), key
 
 
 def test_mismatched_replicas_are_refused(tmp_path):
@@ -294,16 +316,16 @@ def test_compiled_replicas_give_the_eager_weights(archives, tmp_path, monkeypatc
 def test_each_replica_keeps_its_own_batchnorm_count():
     """Replicas that started at different iterations (a joining run, a re-initialised control) keep
     their own num_batches_tracked: each gains the stacked steps on top of its own count."""
-    from rewind.models.stacked import StackedResNet
+    from rewind.models.stacked import Stacked
 
     s = setup()
     models = [s.new_model(), s.new_model()]
     models[1].bn.num_batches_tracked.fill_(20)
-    stacked = StackedResNet.of(models)
-    stacked.train()
+    stacked = Stacked(models)
+    stacked.module.train()
     x = torch.randn(4, 2 * 3, 16, 16)
     for _ in range(3):
-        stacked(x)
+        stacked.module(x)
     stacked.write_to(models)
     stacked.write_to(models)  # writing twice adds nothing twice
     assert [int(m.bn.num_batches_tracked) for m in models] == [3, 23]

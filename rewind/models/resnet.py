@@ -1,6 +1,15 @@
-"""CIFAR ResNet of depth 6n+2 (He et al. 2016, as in OpenLTH `cifar_resnet_<D>`)."""
+"""ResNets for small images: the CIFAR ResNet of depth 6n+2 (He et al. 2016, as in OpenLTH
+`cifar_resnet_<D>`) and the CIFAR variant of ResNet-18 (four stages of BasicBlocks with a 3x3
+stem and no max-pool, as in the warm-starting and plasticity papers' code).
+
+Both are `ResNet`: a 3x3 stem conv + BatchNorm, stages of BasicBlocks (the first block of every
+stage after the first halves the resolution), global average pooling and an fc with bias.
+Parameter names are `conv`, `bn`, `blocks.<i>.*` (blocks numbered across stages) and `fc`.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,19 +44,20 @@ class Block(nn.Module):
         return F.relu(out + self.shortcut(x[:, :, ::s, ::s] if s > 1 else x))
 
 
-class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, width: int = 16, num_classes: int = 10):
+class ResNet(nn.Module):
+    """Stages of `blocks[i]` BasicBlocks of `widths[i]` channels."""
+
+    def __init__(self, widths: Sequence[int], blocks: Sequence[int], num_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        n = (depth - 2) // 6
-        self.conv = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
-        blocks, f_in = [], width
-        for stage in range(3):
-            f_out = width * 2**stage
+        self.conv = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(widths[0])
+        layers, f_in, self.stages = [], widths[0], []
+        for stage, (f_out, n) in enumerate(zip(widths, blocks)):
+            self.stages.append(range(len(layers), len(layers) + n))  # block indices of this stage
             for i in range(n):
-                blocks.append(Block(f_in, f_out, downsample=stage > 0 and i == 0))
+                layers.append(Block(f_in, f_out, downsample=stage > 0 and i == 0))
                 f_in = f_out
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*layers)
         self.fc = nn.Linear(f_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,14 +67,12 @@ class CifarResNet(nn.Module):
         return self.fc(out)
 
 
-def init_weights(model: nn.Module) -> None:
-    """The recipe's init: kaiming normal conv/linear weights, BatchNorm gamma ~ U[0,1], beta = 0.
+def cifar_resnet(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """The CIFAR ResNet of depth 6n+2: three stages of n blocks, widths w, 2w, 4w (w = 16 in the recipe)."""
+    n = (depth - 2) // 6
+    return ResNet((width, 2 * width, 4 * width), (n, n, n), num_classes, in_channels)
 
-    The fc bias keeps PyTorch's default init, as in OpenLTH.
-    """
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.weight, 0.0, 1.0)
-            nn.init.zeros_(m.bias)
+
+def resnet18(width: int = 64, blocks: int = 2, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-18 for CIFAR: four stages of `blocks` blocks (2 in ResNet-18), widths w, 2w, 4w, 8w."""
+    return ResNet((width, 2 * width, 4 * width, 8 * width), (blocks,) * 4, num_classes, in_channels)

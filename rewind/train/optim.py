@@ -1,4 +1,5 @@
-"""The optimizer of the recipe: SGD with momentum and weight decay on all parameters."""
+"""Optimizers (SGD, Adam, AdamW, RMSprop), the compile settings of the training step, and
+optimizer state restored under a mask."""
 
 from __future__ import annotations
 
@@ -7,15 +8,37 @@ import os
 import torch
 from torch import nn
 
-from rewind.config import TrainConfig
+from rewind.config import TrainConfig, optimizer_settings
+
+_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 
-def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.SGD:
-    """SGD; fused on CUDA (one kernel for all parameters), foreach elsewhere (the same math)."""
+def make_optimizer(model: nn.Module, t: TrainConfig, kind: str | None = None) -> torch.optim.Optimizer:
+    """The optimizer `kind` (default: `t.optimizer`) over all parameters, with `t`'s settings.
+
+    Fused on CUDA where torch has a fused kernel (SGD, Adam, AdamW: one kernel for all
+    parameters), foreach elsewhere (the same math). The learning rate and weight decay are set
+    by the plan before every step; the values given here are placeholders.
+    """
+    kind = kind or t.optimizer
     cuda = next(model.parameters()).device.type == "cuda"
-    # The learning rate is set by the plan before every step; this value is only a placeholder.
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                           nesterov=t.nesterov, fused=True if cuda else None, foreach=None if cuda else True)
+    kernel = {"fused": True} if cuda and kind != "rmsprop" else {"foreach": True}
+    return _CLASSES[kind](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, **optimizer_settings(t, kind),
+                          **kernel)
+
+
+@torch.no_grad()
+def load_masked(optimizer: torch.optim.Optimizer, state_dict: dict, model: nn.Module,
+                masks: dict[str, torch.Tensor]) -> None:
+    """Load an optimizer state (momentum, Adam's moments, ...) and zero it at pruned entries, so a
+    rewound optimizer carries nothing into weights that are pruned now."""
+    optimizer.load_state_dict(state_dict)
+    for name, p in model.named_parameters():
+        if name not in masks:
+            continue
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                value.mul_(masks[name].to(value.device, value.dtype))
 
 
 def compile_setting(setting: str, device: torch.device) -> str:

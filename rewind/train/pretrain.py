@@ -30,7 +30,7 @@ def phase(config) -> Phase:
 def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     """The pre-trained weights (trained, resumed or read back), or None without pre-training."""
     config = setup.config
-    p, t, m = config.pretrain, config.train, config.model
+    p, t = config.pretrain, config.train
     if p.pretrain == "none":
         return None
     schedule = PhaseSchedule([phase(config)], setup.data.num_classes)
@@ -39,19 +39,20 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     plan = Plan.from_config(train_cfg, len(setup.data.train_y))
     if p.pretrain == "rotation":  # test labels are classes, the head predicts rotations
         plan = dataclasses.replace(plan, eval_steps=frozenset())
-    model = models.build(m.model, m.width, schedule.num_outputs(), t.model_seed)
-    model = model.to(setup.device, memory_format=torch.channels_last)
+    model = setup.new_model(num_classes=schedule.num_outputs())
     # Its own data order and augmentation, so the main run's batches are those of a run without it.
     loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size,
                           seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"),
                           config.data.augment, setup.device)
     compile = compile_setting(config.runtime.compile, setup.device)
-    state = TrainState(model, make_optimizer(model, t), loader, plan, phases=schedule,
+    kind = None if p.pretrain_optimizer == "same" else p.pretrain_optimizer
+    state = TrainState(model, make_optimizer(model, t, kind), loader, plan, phases=schedule,
                        compile=compile, autocast=autocast_dtype(t))
     train_segment(Segment(state, run.stage("trunk/pretrain"), 0, setup.test, config.runtime.progress,
                           f"pretrain {p.pretrain}"))
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     if p.pretrain == "rotation":
-        head = models.build(m.model, m.width, setup.data.num_classes, seeds.derive(t.model_seed, "fresh-head"))
-        weights.update({k: v.to(setup.device) for k, v in head.state_dict().items() if k.startswith("fc.")})
+        head = setup.new_model(seed=seeds.derive(t.model_seed, "fresh-head"))
+        prefix = models.head(head) + "."
+        weights.update({k: v for k, v in head.state_dict().items() if k.startswith(prefix)})
     return weights

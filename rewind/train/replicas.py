@@ -1,8 +1,8 @@
 """N independent trainings in one process as one stacked model (`rewind.models.stacked`).
 
-Each replica keeps its own TrainState (model, torch SGD, loader and seeds, plan, masks, phases),
-stage and hooks; only the forward, backward and optimizer step run stacked. The stacked weights
-and momentum are written back into each replica's own model and optimizer at the steps where a
+Each replica keeps its own TrainState (model, torch optimizer, loader and seeds, plan, masks,
+phases), stage and hooks; only the forward, backward and optimizer step run stacked. The stacked
+weights and optimizer state are written back into each replica's own model and optimizer at the steps where a
 hook reads them, so every replica's archive is exactly what a solo run would write, and solo
 and parallel runs can resume each other's checkpoints.
 """
@@ -15,72 +15,80 @@ import torch
 import torch.nn.functional as F
 
 from rewind.errors import UserError
-from rewind.models.stacked import StackedResNet
+from rewind.models import stacked as stacking
+from rewind.models.stacked import Stacked
 from rewind.prune.masks import Applier
 from rewind.train.loop import TrainState, autocast
 from rewind.train.optim import compiled, new_graph_step
 from rewind.train.segment import Segment, SegmentResult, train_segment
 
 
-def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    """A tensor stacked along dim 0 as (N, ...): row k is a view of replica k's block."""
-    return t.unflatten(0, (n, -1))
+# Optimizers whose update is elementwise per parameter, so replica k's rows of a stacked tensor
+# get exactly the update its own tensors would.
+STACKABLE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+_PER_REPLICA = ("params", "lr", "weight_decay", "initial_lr")  # what may differ between replicas' groups
 
 
-class StackedSGD:
-    """torch.optim.SGD's update on tensors stacked along dim 0, with a learning rate and weight decay
-    per replica.
+class StackedOptimizer:
+    """The replicas' own optimizer class (SGD, Adam, AdamW, RMSprop) stepping the stacked model.
 
-    Replicas sharing (lr, weight decay) are updated together by the foreach ops and Python
-    scalars that torch.optim.SGD itself uses, so each replica's update is torch's, bit for bit;
-    an lr tensor broadcast over the slices would need other kernels, whose rounding (fused
-    multiply-add or not) is not torch's. Most steps form one group. Like SGD, the first step
-    sets the momentum buffer to the (decayed) gradient. `.grad` is left as the loss gradient.
+    Each replica's rows of a stacked parameter are a leaf alias (a Parameter viewing those rows),
+    with that replica's optimizer state. One torch optimizer steps all aliases, one parameter
+    group per distinct (learning rate, weight decay) among the replicas, so each replica's update
+    is torch's own, bit for bit, while most steps are one multi-tensor call for all replicas.
+    The stacked gradients are kept between steps (zeroed, not freed) so the aliases' gradients,
+    views of them, stay valid.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], n: int, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False):
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        self.params, self.n = list(params), n
-        self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
-        self.buffers: list[torch.Tensor] | None = None  # momentum buffers, stacked like the params
+    def __init__(self, stacked: Stacked, names: Sequence[str], states: Sequence[TrainState]):
+        self.cls = type(states[0].optimizer)
+        self.defaults = _optimizer_options(states)
+        params = dict(stacked.module.named_parameters())
+        self.params = [params[name] for name in names]
+        rows = [stacked.per_replica(name, params[name].detach()) for name in names]
+        self.aliases = [[torch.nn.Parameter(r[k]) for r in rows] for k in range(len(states))]
+        self.state: dict[torch.nn.Parameter, dict] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._groups: tuple | None = None
+        self._grads_bound = False
 
-    def _groups(self, lrs: Sequence[float], wds: Sequence[float]):
-        """((lr, wd), replica indices) for each distinct pair, in order of first appearance."""
-        keys = list(zip(lrs, wds))
-        if len(keys) != self.n:
-            raise ValueError(f"expected {self.n} learning rates and weight decays, got {len(keys)}")
-        for key in dict.fromkeys(keys):
-            yield key, [k for k in range(self.n) if keys[k] == key]
-
-    def _select(self, tensors: list[torch.Tensor], replicas: list[int]) -> list[torch.Tensor]:
-        if len(replicas) == self.n:
-            return tensors
-        return [_rows(t, self.n)[k] for k in replicas for t in tensors]
+    def _bind_grads(self, stacked: Stacked, names: Sequence[str]) -> None:
+        for name, p, aliases in zip(names, self.params, zip(*self.aliases)):
+            grads = stacked.per_replica(name, p.grad)
+            for k, alias in enumerate(aliases):
+                alias.grad = grads[k]
+        self._grads_bound = True
 
     @torch.no_grad()
-    def step(self, lrs: Sequence[float], wds: Sequence[float]) -> None:
-        first = self.momentum != 0 and self.buffers is None
-        if first:
-            self.buffers = [torch.empty_like(p) for p in self.params]
-        all_grads = [p.grad for p in self.params]
-        for (lr, wd), replicas in self._groups(lrs, wds):
-            params, grads = self._select(self.params, replicas), self._select(all_grads, replicas)
-            if wd != 0:  # out of place, as torch's SGD: `.grad` keeps the loss gradient hooks read
-                grads = torch._foreach_add(grads, params, alpha=wd)
-            if self.momentum != 0:
-                bufs = self._select(self.buffers, replicas)
-                if first:
-                    torch._foreach_copy_(bufs, grads)
-                else:
-                    torch._foreach_mul_(bufs, self.momentum)
-                    torch._foreach_add_(bufs, grads, alpha=1 - self.dampening)
-                if self.nesterov:
-                    grads = torch._foreach_add(grads, bufs, alpha=self.momentum)
-                else:
-                    grads = bufs
-            torch._foreach_add_(params, grads, alpha=-lr)
+    def step(self, stacked: Stacked, names: Sequence[str], lrs: Sequence[float], wds: Sequence[float]) -> None:
+        if not self._grads_bound:
+            self._bind_grads(stacked, names)
+        groups = tuple(zip(lrs, wds))
+        if groups != self._groups:
+            by_setting: dict[tuple[float, float], list[int]] = {}
+            for k, key in enumerate(groups):
+                by_setting.setdefault(key, []).append(k)
+            param_groups = [{"params": [a for k in ks for a in self.aliases[k]], "lr": lr, "weight_decay": wd,
+                             **self.defaults} for (lr, wd), ks in by_setting.items()]
+            self.optimizer = self.cls(param_groups)
+            self.optimizer.state.update(self.state)
+            self.state = self.optimizer.state  # the same dict from now on: torch adds each alias's state to it
+            self._groups = groups
+        self.optimizer.step()
+
+
+def _optimizer_options(states: Sequence[TrainState]) -> dict:
+    """The optimizer settings every replica shares (all but learning rate and weight decay)."""
+    options = []
+    for s in states:
+        if type(s.optimizer) not in STACKABLE_OPTIMIZERS or len(s.optimizer.param_groups) != 1:
+            raise UserError(f"replicas trained together need one of {', '.join(c.__name__ for c in STACKABLE_OPTIMIZERS)} "
+                            f"with one parameter group each; got {type(s.optimizer).__name__}")
+        options.append({k: v for k, v in s.optimizer.param_groups[0].items() if k not in _PER_REPLICA})
+    if len({type(s.optimizer) for s in states}) > 1 or any(o != options[0] for o in options):
+        raise UserError("replicas trained together need one optimizer with the same settings (momentum, betas, eps, "
+                        "...); they may differ only in learning rate and weight decay")
+    return options[0]
 
 
 class Replicas:
@@ -89,9 +97,10 @@ class Replicas:
     def __init__(self, states: Sequence[TrainState]):
         self.states = list(states)
         _check_shared(self.states)
-        self.model = StackedResNet.of([s.model for s in self.states])
+        self.stacked = Stacked([s.model for s in self.states])
+        self.model = self.stacked.module
         self.names = [name for name, _ in self.model.named_parameters()]
-        self.optimizer = StackedSGD(list(self.model.parameters()), len(self.states), **_sgd_options(self.states))
+        self.optimizer = StackedOptimizer(self.stacked, self.names, self.states)
         self.applier = self._masks()
         # Compiled as the replicas' own states are (same setting, same device).
         self.forward: Callable[[torch.Tensor], torch.Tensor] | None = compiled(self.model, self.states[0].compile)
@@ -107,7 +116,7 @@ class Replicas:
         stacked = {}
         for name in names:
             mask = torch.ones_like(params[name], dtype=torch.bool)
-            rows = self.model.per_replica(name, mask)
+            rows = self.stacked.per_replica(name, mask)
             for k, s in enumerate(self.states):
                 if s.masks and name in s.masks:
                     rows[k].copy_(s.masks[name])
@@ -122,52 +131,31 @@ class Replicas:
 
     @torch.no_grad()
     def load(self) -> None:
-        """Take weights, buffers and momentum from the replicas' own models and optimizers."""
-        self.model.load_from([s.model for s in self.states])
-        held = [[s.optimizer.state.get(p, {}).get("momentum_buffer") for p in self._replica_params(k)]
-                for k, s in enumerate(self.states)]
-        if self.optimizer.momentum == 0 or all(b is None for bufs in held for b in bufs):
-            self.optimizer.buffers = None
-            return
-        # A missing buffer (a replica yet to step) as zeros: with dampening 0 (the recipe's), the next
-        # step's 0 * momentum + grad is the grad, as SGD's first step sets it.
-        self.optimizer.buffers = [torch.zeros_like(p) for p in self.optimizer.params]
-        for i, (name, stacked) in enumerate(zip(self.names, self.optimizer.buffers)):
-            rows = self.model.per_replica(name, stacked)
-            for k, bufs in enumerate(held):
-                if bufs[i] is not None:
-                    rows[k].copy_(bufs[i])
+        """Take weights, buffers and optimizer state from the replicas' own models and optimizers."""
+        self.stacked.load_from([s.model for s in self.states])
+        for k, s in enumerate(self.states):
+            for p, alias in zip(self._replica_params(k), self.optimizer.aliases[k]):
+                held = s.optimizer.state.get(p, {})
+                self.optimizer.state[alias] = {key: v.clone() if torch.is_tensor(v) else v for key, v in held.items()}
 
     @torch.no_grad()
     def write(self) -> None:
-        """Put weights, buffers and momentum back into each replica's model and torch SGD, as a solo run holds them."""
-        self.model.write_to([s.model for s in self.states])
+        """Put weights, buffers and optimizer state back into each replica's model and optimizer, as a
+        solo run holds them."""
+        self.stacked.write_to([s.model for s in self.states])
         for k, s in enumerate(self.states):
             if self.last is not None:
                 for group in s.optimizer.param_groups:
                     group["lr"], group["weight_decay"] = self.last[0][k], self.last[1][k]
-            if self.optimizer.buffers is None:
-                continue
-            for name, p, stacked in zip(self.names, self._replica_params(k), self.optimizer.buffers):
-                row = self.model.per_replica(name, stacked)[k]
-                state = s.optimizer.state[p]
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.empty_like(p)
-                state["momentum_buffer"].copy_(row)
-
-
-def _sgd_options(states: Sequence[TrainState]) -> dict:
-    options = []
-    for s in states:
-        if not isinstance(s.optimizer, torch.optim.SGD) or len(s.optimizer.param_groups) != 1:
-            raise UserError("replicas trained together need a torch.optim.SGD with one parameter group each")
-        g = s.optimizer.param_groups[0]
-        if g.get("maximize"):
-            raise UserError("replicas trained together cannot use SGD(maximize=True)")
-        options.append({"momentum": g["momentum"], "dampening": g["dampening"], "nesterov": g["nesterov"]})
-    if any(o != options[0] for o in options):
-        raise UserError("replicas trained together need the same momentum, dampening and nesterov setting")
-    return options[0]
+            for p, alias in zip(self._replica_params(k), self.optimizer.aliases[k]):
+                held = s.optimizer.state[p]
+                for key, v in self.optimizer.state.get(alias, {}).items():
+                    if not torch.is_tensor(v):
+                        held[key] = v
+                    elif torch.is_tensor(held.get(key)) and held[key].shape == v.shape:
+                        held[key].copy_(v)
+                    else:
+                        held[key] = v.clone()
 
 
 def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -188,13 +176,15 @@ def train_step_replicas(replicas: Replicas, iteration: int | Sequence[int]) -> t
     y = torch.stack([y for _, y in batches])  # (N, B)
     new_graph_step(states[0].compile)
     with autocast(x.device, states[0].autocast):
-        logits = (replicas.forward if replicas.forward is not None else replicas.model)(x)  # (N, B, classes)
+        out = (replicas.forward if replicas.forward is not None else replicas.model)(x)
+        logits = replicas.stacked.split(out)  # (N, B, classes)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
-    replicas.model.zero_grad(set_to_none=True)
+    # Zeroed, not freed: the optimizer's per-replica gradients are views of these.
+    replicas.model.zero_grad(set_to_none=False)
     losses.sum().backward()
     if replicas.applier is not None:
-        replicas.applier.grads()  # momentum and weight decay then see zeros at pruned entries
-    replicas.optimizer.step(lrs, wds)
+        replicas.applier.grads()  # momentum, moments and weight decay then see zeros at pruned entries
+    replicas.optimizer.step(replicas.stacked, replicas.names, lrs, wds)
     if replicas.applier is not None:
         replicas.applier.weights()
     replicas.last = (lrs, wds)
@@ -208,6 +198,8 @@ def _check_shared(states: Sequence[TrainState]) -> None:
                          ("compile setting", [s.compile for s in states])):
         if len(set(values)) > 1:
             raise UserError(f"replicas trained together need one {what}; got {', '.join(map(str, values))}")
+    _optimizer_options(states)
+    stacking.check(states[0].model)
 
 
 def _check(items: Sequence[Segment]) -> None:

@@ -52,9 +52,13 @@ class Setup:
         plan = Plan.from_config(config.train, len(data.train_y), extra_saves)
         return cls(config, device, data, plan, (D.device_copy(data.test_x, device), D.device_copy(data.test_y, device)))
 
-    def new_model(self) -> torch.nn.Module:
-        m = self.config.model
-        model = models.build(m.model, m.width, self.data.num_classes, self.config.train.model_seed)
+    def new_model(self, seed: int | None = None, num_classes: int | None = None) -> torch.nn.Module:
+        """A fresh model for this data on the device: the run's init (`model_seed`) unless `seed` is
+        given, with the dataset's classes unless `num_classes` is (a pre-training head)."""
+        m, (channels, size, _) = self.config.model, self.data.train_x.shape[1:]
+        model = models.build(m.model, m.width, num_classes or self.data.num_classes,
+                             self.config.train.model_seed if seed is None else seed, blocks=m.blocks,
+                             in_channels=channels, image_size=size)
         return model.to(self.device, memory_format=torch.channels_last)
 
     def state(self, model: torch.nn.Module, plan: Plan | None = None, masks: Masks | None = None) -> TrainState:
