@@ -25,8 +25,23 @@ from rewind.errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
-def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+# Valid ranges of numeric fields: name -> (test, how the message says it).
+RANGES = {
+    "positive": (lambda v: v > 0, "> 0"),
+    "nonnegative": (lambda v: v >= 0, ">= 0"),
+    "count0": (lambda v: v >= 0, "a whole number >= 0"),
+    "count1": (lambda v: v >= 1, "a whole number >= 1"),
+    "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "open_unit": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "unit": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+
+
+def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None,
+       valid: str | None = None) -> Any:
+    """A config field: its default, its --help text, its flag if not --field-name, its choices (strings)
+    or valid range (numbers, a key of RANGES: every int and float field has one)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "valid": valid})
 
 
 @dataclass(frozen=True)
@@ -38,9 +53,11 @@ class DataConfig:
         flag="--data",
     )
     augment: bool = _f(True, "random crop (zero padding 4) and horizontal flip")
-    train_examples: int = _f(0, "train on a fixed seeded subset of this many examples (0 = all; synthetic: 5000)")
-    test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; synthetic: 1000)")
-    subset_seed: int = _f(0, "seed of the train/test subsets")
+    train_examples: int = _f(0, "train on a fixed seeded subset of this many examples (0 = all; synthetic: 5000)",
+                             valid="count0")
+    test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; "
+                               "synthetic: 1000)", valid="count0")
+    subset_seed: int = _f(0, "seed of the train/test subsets", valid="count0")
 
 
 @dataclass(frozen=True)
@@ -49,33 +66,38 @@ class ModelConfig:
                                 "vgg11, vgg13, vgg16, vgg19, wrn<d>-<k> (wide ResNet, e.g. wrn16-8), "
                                 "lenet<h1>-<h2> (e.g. lenet300-100), allcnn")
     width: int = _f(0, "channels of the first stage or conv; 0 = the model's own (resnet<6n+2> 16, resnet18 64 "
-                       "(16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs from the name)")
-    blocks: int = _f(0, "resnet18: blocks per stage (0 = 2, ResNet-18's)")
+                       "(16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs from the name)",
+                       valid="count0")
+    blocks: int = _f(0, "resnet18: blocks per stage (0 = 2, ResNet-18's)", valid="count0")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: str = _f("160ep", "training length, e.g. '160ep' or '62560it'")
-    batch_size: int = _f(128, "examples per iteration")
+    batch_size: int = _f(128, "examples per iteration", valid="count1")
     optimizer: str = _f("sgd", "sgd, adam, adamw (decoupled weight decay) or rmsprop", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "peak learning rate")
-    momentum: float | None = _f(None, "sgd and rmsprop momentum (default: 0.9 for sgd, the recipe's; 0 for rmsprop)")
+    lr: float = _f(0.1, "peak learning rate", valid="positive")
+    momentum: float | None = _f(None, "sgd and rmsprop momentum (default: 0.9 for sgd, the recipe's; 0 for rmsprop)",
+                                valid="unit")
     nesterov: bool = _f(False, "sgd: Nesterov momentum")
     betas: str = _f("", "adam and adamw: 'beta1,beta2' (default: 0.9,0.999)")
-    eps: float | None = _f(None, "adam, adamw and rmsprop: the denominator's epsilon (default: 1e-8)")
-    alpha: float | None = _f(None, "rmsprop: smoothing constant of the squared-gradient average (default: 0.99)")
+    eps: float | None = _f(None, "adam, adamw and rmsprop: the denominator's epsilon (default: 1e-8)",
+                           valid="positive")
+    alpha: float | None = _f(None, "rmsprop: smoothing constant of the squared-gradient average (default: 0.99)",
+                             valid="unit")
     precision: str = _f("fp32", "arithmetic of the training forward: bf16 = autocast to bfloat16 (weights, optimizer "
                                 "and evaluation stay fp32); off by default until shown to match fp32 accuracy",
                         choices=("fp32", "bf16"))
-    weight_decay: float = _f(1e-4, "weight decay on all parameters (L2 in the gradient; adamw: decoupled)")
+    weight_decay: float = _f(1e-4, "weight decay on all parameters (L2 in the gradient; adamw: decoupled)",
+                             valid="nonnegative")
     lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma")
-    lr_gamma: float = _f(0.1, "learning-rate factor at each milestone")
+    lr_gamma: float = _f(0.1, "learning-rate factor at each milestone", valid="positive")
     lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
-                                    "(0.97 in Achille et al.)")
+                                    "(0.97 in Achille et al.)", valid="positive")
     warmup: str = _f("0it", "linear learning-rate warmup length")
-    model_seed: int = _f(0, "seed of the initial weights")
-    order_seed: int = _f(0, "seed of the data order")
-    aug_seed: int = _f(0, "seed of the data augmentation")
+    model_seed: int = _f(0, "seed of the initial weights", valid="count0")
+    order_seed: int = _f(0, "seed of the data order", valid="count0")
+    aug_seed: int = _f(0, "seed of the data augmentation", valid="count0")
     eval_every: str = _f("1ep", "evaluate on the test set every this many steps (and at 0 and the end)")
     log_every: str = _f("100it", "log training loss and accuracy every this many steps")
     save_every: str = _f("10ep", "after the dense early checkpoints, save every this many steps")
@@ -84,7 +106,7 @@ class TrainConfig:
                                   "(and at the dense checkpoint steps); 0 turns them off")
     stats_until: str = _f("4000it", "last step of the online early-phase statistics")
     fisher_every: str = _f("0it", "log the Fisher information trace (fisher/) every this many steps; 0 = never")
-    fisher_examples: int = _f(256, "examples used for each Fisher trace estimate")
+    fisher_examples: int = _f(256, "examples used for each Fisher trace estimate", valid="count1")
     deficit: str = _f("", "deficits over iteration windows, comma-separated KIND[(NAME=VALUE)]:START-END, e.g. "
                           "'blur:0ep-40ep,no-weight-decay:0ep-20ep'; kinds: blur, label-permutation, random-labels, "
                           "vertical-flip, noise, no-augmentation, no-weight-decay, subset")
@@ -95,22 +117,23 @@ class PretrainConfig:
     pretrain: str = _f("none", "pre-training before iteration 0 of the main run; its weights become iteration 0",
                        choices=("none", "blur", "random-labels", "rotation", "subset"))
     pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep' (0 = none)")
-    pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)")
+    pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)",
+                            valid="positive")
     pretrain_optimizer: str = _f("same", "optimizer of the pre-training phase: same (as the main run's), sgd, adam, "
                                          "adamw or rmsprop (with the main run's betas, eps, ... settings)",
                                  choices=("same", *OPTIMIZERS))
-    pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back")
-    pretrain_subset: float = _f(0.5, "subset: fraction of the training set used")
+    pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back", valid="count1")
+    pretrain_subset: float = _f(0.5, "subset: fraction of the training set used", valid="fraction")
     pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset (the data order derives from "
-                               "order_seed and aug_seed)")
+                               "order_seed and aug_seed)", valid="count0")
 
 
 @dataclass(frozen=True)
 class ImpConfig:
-    levels: int = _f(20, "IMP rounds; level L trains at density (1 - prune_fraction)^L")
+    levels: int = _f(20, "IMP rounds; level L trains at density (1 - prune_fraction)^L", valid="count0")
     rewind_iter: str = _f("0it", "rewind surviving weights to this trunk iteration, e.g. 500 or '2ep'; several, "
                                  "comma-separated ('0,100,500'), sweep the rewind point")
-    prune_fraction: float = _f(0.2, "fraction of the remaining weights removed per level")
+    prune_fraction: float = _f(0.2, "fraction of the remaining weights removed per level", valid="open_unit")
     layerwise: bool = _f(False, "prune each layer by the same fraction instead of by global magnitude")
     dense_layers: str = _f("", "comma-separated weights (or prefixes) never pruned, e.g. 'conv.weight,fc.weight'")
     rewind_optimizer: bool = _f(False, "restore the trunk's optimizer state at the rewind point (momentum, Adam's "
@@ -119,8 +142,9 @@ class ImpConfig:
                       choices=("none", "random-reinit", "random-prune"))
     perturb: str = _f("none", "perturb the rewind-point weights under the plain branch's masks",
                       choices=("none", "sign-keep", "shuffle", "shuffle-keep-signs", "noise", "reinit"))
-    perturb_scale: float = _f(1.0, "noise perturbation: standard deviation in units of each layer's init std")
-    control_seed: int = _f(0, "seed of the control's or perturbation's random weights or masks")
+    perturb_scale: float = _f(1.0, "noise perturbation: standard deviation in units of each layer's init std",
+                              valid="nonnegative")
+    control_seed: int = _f(0, "seed of the control's or perturbation's random weights or masks", valid="count0")
 
 
 @dataclass(frozen=True)
@@ -135,14 +159,17 @@ class CriticalConfig:
 
 @dataclass(frozen=True)
 class WarmConfig:
-    warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase")
-    warm_seed: int = _f(0, "warm start: seed of that subset")
+    warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase",
+                              valid="fraction")
+    warm_seed: int = _f(0, "warm start: seed of that subset", valid="count0")
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
     second_optimizer: str = _f("same", "warm start: optimizer of the second phase (same = the first phase's)",
                                choices=("same", *OPTIMIZERS))
-    second_lr: float | None = _f(None, "warm start: peak learning rate of the second phase (default: --lr)")
-    shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh")
-    perturb_sigma: float = _f(0.01, "shrink-perturb: sigma")
+    second_lr: float | None = _f(None, "warm start: peak learning rate of the second phase (default: --lr)",
+                                 valid="positive")
+    shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh",
+                       valid="nonnegative")
+    perturb_sigma: float = _f(0.01, "shrink-perturb: sigma", valid="nonnegative")
     reset_layers: str = _f("top-stage", "reset arm: layers re-initialised before phase two, comma-separated "
                                         "(e.g. 'blocks.8,fc'); top-stage = the last stage's blocks and fc")
 
@@ -150,8 +177,8 @@ class WarmConfig:
 @dataclass(frozen=True)
 class StudyConfig:
     replicates: int = _f(1, "independent runs with the model, order and augmentation seeds shifted by 0..R-1; results "
-                              "report mean and spread")
-    parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)")
+                              "report mean and spread", valid="count1")
+    parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)", valid="count1")
 
 
 @dataclass(frozen=True)
@@ -196,7 +223,8 @@ class Config:
             del d["train"][key]
         d["train"].update(optimizer_settings(self.train))
         if self.pretrain.pretrain_optimizer != "same":
-            d["pretrain"]["pretrain_optimizer_settings"] = optimizer_settings(self.train, self.pretrain.pretrain_optimizer)
+            kind = self.pretrain.pretrain_optimizer
+            d["pretrain"]["pretrain_optimizer_settings"] = optimizer_settings(self.train, kind)
         for section, key, default in LATER_FIELDS:
             if d[section].get(key, default) == default:
                 d[section].pop(key, None)  # at its default: archives made before the field keep their hash
@@ -286,12 +314,9 @@ def _validate(config: Config) -> None:
         steps.check(flat[name], name)
     for name in STEP_LIST_FIELDS:
         steps.check_list(flat[name], name)
-    if t.batch_size <= 0:
-        raise UserError(f"batch_size must be positive, got {t.batch_size}")
-    if not 0 < config.imp.prune_fraction < 1:
-        raise UserError(f"prune_fraction must be between 0 and 1, got {config.imp.prune_fraction}")
-    if t.fisher_examples < 1:
-        raise UserError(f"fisher_examples must be at least 1, got {t.fisher_examples}")
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            _check_value(f, getattr(getattr(config, section), f.name))
     for name in ("removal", "starts"):
         parts = [p.strip() for p in getattr(config.critical, name).split(",") if p.strip()]
         if not parts:
@@ -306,21 +331,24 @@ def _validate(config: Config) -> None:
         raise UserError(f"--control {config.imp.control} and --perturb {config.imp.perturb} exclude each other: "
                         "a control replaces the rewind-point weights or masks that a perturbation changes; "
                         "run them as two branches")
-    if config.imp.levels < 0 or config.study.replicates < 1 or config.study.parallel < 1:
-        raise UserError("levels must be >= 0, replicates and parallel >= 1")
     from rewind.data.phases import parse_list
 
     parse_list(t.deficit, 10**9)  # the syntax, early; windows in epochs are checked once epochs are known
     if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
         raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            choices = f.metadata.get("choices")
-            value = getattr(getattr(config, section), f.name)
-            if choices and value not in choices:
-                raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
     models.check(config.model.model, config.model.width, config.model.blocks)
     _check_optimizers(config)
+
+
+def _check_value(f: dataclasses.Field, value: Any) -> None:
+    """UserError unless `value` is one of the field's choices or in its valid range."""
+    choices, valid = f.metadata.get("choices"), f.metadata.get("valid")
+    if choices and value not in choices:
+        raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+    if valid and value is not None:
+        test, text = RANGES[valid]
+        if not test(value):
+            raise UserError(f"{f.name} must be {text}, got {value!r} (--{f.name.replace('_', '-')})")
 
 
 def base_type(f: dataclasses.Field) -> str:
@@ -360,7 +388,7 @@ def betas(text: str) -> list[float]:
 
 
 def _check_optimizers(config: Config) -> None:
-    """Learning rates and optimizer settings in range, and each setting given for an optimizer in use."""
+    """Each optimizer setting given is one an optimizer of the run takes; betas and nesterov make sense."""
     t = config.train
     used = {t.optimizer}
     if config.pretrain.pretrain != "none" and config.pretrain.pretrain_optimizer != "same":
@@ -371,18 +399,8 @@ def _check_optimizers(config: Config) -> None:
              "eps": t.eps is not None, "alpha": t.alpha is not None}
     for name, takers in OPTIMIZER_FIELDS.items():
         if given[name] and not used & set(takers):
-            raise UserError(f"{name} is a setting of {' and '.join(takers)}, and this run uses {', '.join(sorted(used))}; "
-                            f"drop --{name}, or choose --optimizer {takers[0]}")
-    for name, value in (("lr", t.lr), ("pretrain_lr", config.pretrain.pretrain_lr), ("second_lr", config.warm.second_lr)):
-        if value is not None and not value > 0:
-            raise UserError(f"{name} must be positive, got {value}")
-    if not t.weight_decay >= 0:
-        raise UserError(f"weight_decay must be 0 or more, got {t.weight_decay}")
-    for name, value in (("momentum", t.momentum), ("alpha", t.alpha)):
-        if value is not None and not 0 <= value < 1:
-            raise UserError(f"{name} must be in [0, 1), got {value}")
-    if t.eps is not None and not t.eps > 0:
-        raise UserError(f"eps must be positive, got {t.eps}")
+            raise UserError(f"{name} is a setting of {' and '.join(takers)}, and this run uses "
+                            f"{', '.join(sorted(used))}; drop --{name}, or choose --optimizer {takers[0]}")
     betas(t.betas)
     if t.nesterov and optimizer_settings(t, "sgd")["momentum"] == 0:
         raise UserError("nesterov needs a momentum above 0; drop --nesterov or set --momentum")

@@ -110,3 +110,31 @@ def test_critical_period_recipe_is_achilles():
 
     plan = Plan.from_config(t, 50000)
     assert plan.lr_at(391 * 10) == pytest.approx(0.075 * 0.97**10)
+
+
+# For each valid range, a value just outside it.
+OUTSIDE = {"positive": 0, "nonnegative": -1, "count0": -1, "count1": 0, "fraction": 1.5, "open_unit": 1.0, "unit": 1.0}
+
+
+def test_every_numeric_field_has_a_valid_range():
+    """A new int or float setting must declare its range, or bad values would reach torch."""
+    for name, (section, f) in cfg.all_fields().items():
+        if cfg.base_type(f) in ("int", "float"):
+            assert f.metadata.get("valid") in cfg.RANGES, f"{section}.{name} has no valid range"
+
+
+@pytest.mark.parametrize("name", [n for n, (_, f) in cfg.all_fields().items() if f.metadata.get("valid")])
+def test_every_numeric_field_refuses_a_value_outside_its_range(name, tmp_path, capsys):
+    """Each one through the command line: one line naming the field, exit status 2, nothing written."""
+    from conftest import run_cli
+
+    f = cfg.all_fields()[name][1]
+    value = OUTSIDE[f.metadata["valid"]]
+    with pytest.raises(UserError, match=f"^{name} must be "):
+        cfg.load(None, {name: value})
+    flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), flag, str(value)], capsys) \
+        if cfg.all_fields()[name][0] in ("data", "model", "train", "pretrain", "runtime") \
+        else run_cli(["imp", "--out", str(tmp_path / "r"), flag, str(value)], capsys)
+    assert code == 2 and err.startswith(f"rewind: error: {name} must be ") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

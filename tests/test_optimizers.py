@@ -198,14 +198,14 @@ def test_new_settings_at_their_defaults_keep_old_archives_hashes():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--lr", "-1"], "lr must be positive, got -1.0"),
+    (["--lr", "-1"], "lr must be > 0, got -1.0"),
     (["--optimizer", "adam", "--betas", "0.9,1.0"], "betas must be two numbers in [0, 1)"),
     (["--optimizer", "adam", "--momentum", "0.9"], "momentum is a setting of sgd and rmsprop"),
     (["--optimizer", "sgd", "--alpha", "0.9"], "alpha is a setting of rmsprop"),
     (["--optimizer", "rmsprop", "--nesterov"], "nesterov is a setting of sgd"),
-    (["--momentum", "1.5"], "momentum must be in [0, 1)"),
-    (["--optimizer", "adam", "--eps", "0"], "eps must be positive"),
-    (["--weight-decay", "-0.1"], "weight_decay must be 0 or more"),
+    (["--momentum", "1.5"], "momentum must be in [0, 1), got 1.5"),
+    (["--optimizer", "adam", "--eps", "0"], "eps must be > 0, got 0.0"),
+    (["--weight-decay", "-0.1"], "weight_decay must be >= 0, got -0.1"),
     (["--model", "wrn16-8", "--width", "4"], "wrn16-8 takes no --width"),
     (["--model", "vgg17"], "unknown model 'vgg17'"),
 ])
