@@ -13,7 +13,6 @@ import torch
 
 from rewind import models, seeds
 from rewind.archive.run import Run
-from rewind.data.loader import DeviceLoader
 from rewind.data.phases import Phase, PhaseSchedule
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
@@ -42,9 +41,7 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
     model = models.build(m.model, m.width, schedule.num_outputs(), t.model_seed)
     model = model.to(setup.device, memory_format=torch.channels_last)
     # Its own data order and augmentation, so the main run's batches are those of a run without it.
-    loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size,
-                          seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"),
-                          config.data.augment, setup.device)
+    loader = setup.train_loader(seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"))
     compile = compile_setting(config.runtime.compile, setup.device)
     state = TrainState(model, make_optimizer(model, t), loader, plan, phases=schedule,
                        compile=compile, autocast=autocast_dtype(t))

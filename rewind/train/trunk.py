@@ -57,11 +57,18 @@ class Setup:
         model = models.build(m.model, m.width, self.data.num_classes, self.config.train.model_seed)
         return model.to(self.device, memory_format=torch.channels_last)
 
+    def train_loader(self, order_seed: int | None = None, aug_seed: int | None = None) -> D.DeviceLoader:
+        """The training data as the config feeds it (batch size, seeds unless others are given, and
+        with `augment` the dataset's default augmentation), normalised as the dataset is."""
+        t = self.config.train
+        return D.DeviceLoader.from_dataset(self.data, t.batch_size, t.order_seed if order_seed is None else order_seed,
+                                           t.aug_seed if aug_seed is None else aug_seed, self.config.data.augment,
+                                           self.device)
+
     def state(self, model: torch.nn.Module, plan: Plan | None = None, masks: Masks | None = None) -> TrainState:
         """A training state; masks (if any) are applied to the weights at once."""
         t = self.config.train
-        loader = D.DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
-                                self.config.data.augment, self.device)
+        loader = self.train_loader()
         if masks is not None:
             masks = to_device(masks, self.device)
         compile = compile_setting(self.config.runtime.compile, self.device)
