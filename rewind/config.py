@@ -48,11 +48,14 @@ def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...
 class DataConfig:
     source: str = _f(
         "cifar10",
-        "dataset: 'cifar10' (torchvision), 'synthetic', or a path to an image-folder tree or .tar.gz "
-        "with train/<class>/ and test/<class>/",
+        "dataset: 'cifar10', 'cifar100', 'mnist', 'svhn' (torchvision, downloaded into data_dir), 'synthetic' "
+        "(CIFAR-10-shaped), 'synthetic:NAME' (a stand-in shaped like NAME, e.g. synthetic:mnist), or a path to an "
+        "image-folder tree or .tar.gz with train/<class>/ and test/<class>/ (fed as CIFAR-10 is)",
         flag="--data",
     )
-    augment: bool = _f(True, "random crop (zero padding 4) and horizontal flip")
+    augment: bool = _f(True, "the dataset's default augmentation: random crop (zero padding 4) and horizontal flip "
+                             "for CIFAR and image folders, the crop without flip for SVHN, none for MNIST; "
+                             "false = none")
     train_examples: int = _f(0, "train on a fixed seeded subset of this many examples (0 = all; synthetic: 5000)",
                              valid="count0")
     test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; "
@@ -286,8 +289,11 @@ def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
 
 def dataset_identity(source: str) -> str:
     """The dataset as it enters the run hash: a path counts by its name and size, not its location,
-    so a moved copy still matches and another dataset of the same name does not."""
-    if source in ("cifar10", "synthetic"):
+    so a moved copy still matches and another dataset of the same name does not. A named dataset
+    (cifar10, mnist, synthetic:mnist, ...) counts by its name."""
+    from rewind.data.sources import is_named  # late import: keep config light
+
+    if is_named(source):
         return source
     path = Path(source).expanduser()
     name = path.name

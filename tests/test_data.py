@@ -11,6 +11,14 @@ from rewind import data as D
 from rewind.data.loader import PAD
 from rewind.errors import UserError
 
+CIFAR10 = D.SPECS["cifar10"]
+
+
+def _cifar_loader(x, y, batch_size, order_seed, aug_seed, augment=True):
+    """A loader fed as CIFAR-10 is: the recipe's normalisation, crop and flip."""
+    return D.DeviceLoader(x, y, batch_size, order_seed, aug_seed, augmentation="crop+flip" if augment else "none",
+                          mean=CIFAR10.mean, std=CIFAR10.std)
+
 
 def _images(n=300, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -19,7 +27,7 @@ def _images(n=300, seed=0):
 
 def _loader(order_seed=0, aug_seed=0, augment=True, n=300):
     x, y = _images(n)
-    return D.DeviceLoader(x, y, batch_size=64, order_seed=order_seed, aug_seed=aug_seed, augment=augment)
+    return _cifar_loader(x, y, 64, order_seed, aug_seed, augment)
 
 
 def test_same_seeds_give_the_same_batches():
@@ -33,11 +41,11 @@ def test_same_seeds_give_the_same_batches():
 def test_loaders_of_one_dataset_share_its_padded_device_copy():
     """Replicas, branches and arms each have a loader: the padded images exist once per dataset."""
     x, y = _images()
-    a, b = (D.DeviceLoader(x, y, 64, seed, seed) for seed in (0, 1))
+    a, b = (_cifar_loader(x, y, 64, seed, seed) for seed in (0, 1))
     assert a.images.data_ptr() == b.images.data_ptr() and a.images.shape == (300, 3, 40, 40)
-    other = D.DeviceLoader(x.clone(), y, 64, 0, 0)  # other images: their own copy
+    other = _cifar_loader(x.clone(), y, 64, 0, 0)  # other images: their own copy
     assert other.images.data_ptr() != a.images.data_ptr() and torch.equal(other.images, a.images)
-    assert D.DeviceLoader(x, y, 64, 0, 0, augment=False).images is x  # on its device, unpadded: itself
+    assert _cifar_loader(x, y, 64, 0, 0, augment=False).images is x  # on its device, unpadded: itself
 
 
 def test_order_seed_changes_order_but_not_each_examples_augmentation():
@@ -55,8 +63,8 @@ def test_order_seed_changes_order_but_not_each_examples_augmentation():
 
 def test_aug_seed_and_epoch_change_augmentation():
     a, b = _loader(aug_seed=0), _loader(aug_seed=1)
-    assert not torch.equal(a.augmentation(0)[0], b.augmentation(0)[0])
-    assert not torch.equal(a.augmentation(0)[0], a.augmentation(1)[0])
+    assert not torch.equal(a.augmentation_draws(0)[0], b.augmentation_draws(0)[0])
+    assert not torch.equal(a.augmentation_draws(0)[0], a.augmentation_draws(1)[0])
 
 
 def test_each_epoch_visits_every_example_once_with_a_short_last_batch():
@@ -70,7 +78,7 @@ def test_each_epoch_visits_every_example_once_with_a_short_last_batch():
 def test_crop_and_flip_match_the_recipe_math():
     loader = _loader()
     x, _, idx = loader.raw_batch(2)
-    offsets, flips = loader.augmentation(0)
+    offsets, flips = loader.augmentation_draws(0)
     images, _ = _images()
     for k in range(len(idx)):
         i = int(idx[k])
@@ -90,7 +98,7 @@ def test_no_augmentation_returns_the_images_themselves():
 
 
 def test_normalisation_uses_the_recipe_mean_and_std():
-    norm = D.Normalizer("cpu")
+    norm = D.Normalizer.from_dataset(D.synthetic(10, 10), "cpu")  # CIFAR-10-shaped: fed as CIFAR-10 is
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = norm(x)
     expected = (1.0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])

@@ -221,6 +221,8 @@ def test_every_model_trains_through_rewind_train(tmp_path, capsys, model):
     width = {"resnet18": "4", "vgg11": "8", "allcnn": "8", "resnet14": "4"}.get(model)
     args = cli_args(data_dir=str(tmp_path / "c"), steps="2it", train_examples=64, test_examples=32,
                     eval_every="2it", save_every="2it", stats_every="0it", model=model)
+    if model == "lenet300-100":  # the MNIST MLP on MNIST's shape: 1x28x28, 784 inputs
+        args[args.index("--data") + 1] = "synthetic:mnist"
     if width is None:
         args = args[:args.index("--width")] + args[args.index("--width") + 2:]
     else:
@@ -232,3 +234,5 @@ def test_every_model_trains_through_rewind_train(tmp_path, capsys, model):
     weights = run.stage("trunk").load(2).tensors
     fresh = small_setup(model=model, width=int(width or 0))
     assert set(weights) == set(fresh.new_model().state_dict())
+    if model == "lenet300-100":
+        assert weights["fc_layers.0.weight"].shape == (300, 784)

@@ -5,8 +5,9 @@ import torch
 
 from rewind import data as D
 from rewind.data import phases as P
-from rewind.data.loader import MEAN, STD
 from rewind.errors import UserError
+
+MEAN, STD = D.SPECS["cifar10"].mean, D.SPECS["cifar10"].std
 
 N, BATCH = 300, 64  # 5 iterations per epoch, the last one short
 
@@ -25,7 +26,8 @@ def _data(n=N, seed=0):
 
 def _loader(n=N, seed=0, augment=True, order_seed=0):
     x, y = _data(n, seed)
-    return D.DeviceLoader(x, y, batch_size=BATCH, order_seed=order_seed, aug_seed=0, augment=augment)
+    return D.DeviceLoader(x, y, batch_size=BATCH, order_seed=order_seed, aug_seed=0,
+                          augmentation="crop+flip" if augment else "none", mean=MEAN, std=STD)
 
 
 def _schedule(*texts, num_classes=10):

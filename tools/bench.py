@@ -4,8 +4,8 @@
 All variants run in one process on one device, on the same data:
 
 - reference: what most research code does. torchvision transforms per image in a DataLoader
-  (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), an NCHW model, eager
-  SGD with momentum and weight decay.
+  (the dataset's augmentation: RandomCrop(padding=4) and for CIFAR RandomHorizontalFlip; ToTensor,
+  Normalize with the dataset's mean and std), an NCHW model, eager SGD with momentum and weight decay.
 - fast: rewind's trainer (device-resident uint8 data, augmentation on the device, channels-last,
   foreach/fused SGD, torch.compile on CUDA), through the same `train_step` that `rewind train` runs.
 - replicas N: N independent models trained together by the replica trainer (aggregate images/s).
@@ -32,7 +32,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rewind import config as cfg  # noqa: E402
-from rewind.data.loader import MEAN, STD  # noqa: E402
 from rewind.train import loop  # noqa: E402
 from rewind.train.trunk import Setup  # noqa: E402
 
@@ -47,12 +46,16 @@ def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> floa
     import torchvision.transforms as T
     from PIL import Image
 
+    data = setup.data  # augmented and normalised as the fast path feeds it
+    augment = data.augmentation if setup.config.data.augment else "none"
+    crop = [T.RandomCrop(data.image_size, padding=4)] if augment != "none" else []
+    flip = [T.RandomHorizontalFlip()] if augment == "crop+flip" else []
+
     class Images(torch.utils.data.Dataset):
         def __init__(self, x, y):
-            self.x = x.permute(0, 2, 3, 1).numpy()
+            self.x = x.permute(0, 2, 3, 1).squeeze(-1).numpy()  # [N, H, W] for one channel, as PIL wants
             self.y = y.tolist()
-            self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                                 T.Normalize(MEAN, STD)])
+            self.tf = T.Compose([*crop, *flip, T.ToTensor(), T.Normalize(data.mean, data.std)])
 
         def __len__(self):
             return len(self.y)

@@ -42,7 +42,7 @@ def fixed_batch(setup: Setup, examples: int, seed: int = 0) -> tuple[torch.Tenso
     """A seeded subset of training examples, unaugmented and normalised: the `grad_norm` batch."""
     idx = torch.randperm(len(setup.data.train_y), generator=seeds.generator(seed, "grad-batch"))[:examples]
     images = setup.data.train_x[idx].to(setup.device)
-    return Normalizer(setup.device)(images), setup.data.train_y[idx].to(setup.device)
+    return Normalizer.from_dataset(setup.data, setup.device)(images), setup.data.train_y[idx].to(setup.device)
 
 
 def logged_tests(metrics_csv: Path) -> dict[int, tuple[float, float]]:
@@ -75,7 +75,7 @@ def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, 
     tests = logged_tests(st.dir / "metrics.csv")
     model = setup.new_model()
     images, labels = fixed_batch(setup, grad_examples)
-    normalize = Normalizer(setup.device)
+    normalize = Normalizer.from_dataset(setup.data, setup.device)
     rows = []
     for step in held if steps is None else sorted(set(steps)):
         sd = init if step == 0 else final if step == held[-1] else st.load(step).tensors

@@ -159,7 +159,5 @@ def trunk_barrier(setup: Setup, weights_a: Mapping[str, Tensor], weights_b: Mapp
                   bn_batches: int = 40) -> Connectivity:
     """`barrier` between two children of a trunk, with BatchNorm statistics recomputed on the trunk's
     own first `bn_batches` training batches."""
-    t = setup.config.train
-    loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
-                          setup.config.data.augment, setup.device)
+    loader = setup.train_loader()
     return barrier(setup.new_model, weights_a, weights_b, loader, *setup.test, loader.normalize, points, bn_batches)

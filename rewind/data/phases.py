@@ -160,7 +160,9 @@ class PhaseSchedule:
     Then `loader.normalize`, as for a plain batch. Two phases of one kind may not overlap.
 
     The auxiliary loaders (no augmentation, subset) are derived from the loader passed to
-    `batch`: same data, batch size, seeds and device, so a phase needs no extra wiring.
+    `batch`: same data, batch size, seeds, normalisation and device, so a phase needs no extra
+    wiring. Every transform works for any channel count and image size (rotation needs square
+    images).
     """
 
     def __init__(self, phases: Sequence[Phase], num_classes: int = 10):
@@ -229,8 +231,7 @@ class PhaseSchedule:
             if subset is not None:
                 keep = self.subset_indices(subset, loader)
                 images, labels = images[keep], labels[keep]
-            self._cache[key] = DeviceLoader(images, labels, loader.batch_size, loader.order_seed,
-                                            loader.aug_seed, augment, loader.device)
+            self._cache[key] = loader.derived(images, labels, augment)
         return self._cache[key]
 
     def subset_indices(self, phase: Phase, loader: DeviceLoader) -> torch.Tensor:
@@ -254,7 +255,7 @@ class PhaseSchedule:
 
     @staticmethod
     def _noise(phase: Phase, iteration: int, shape: torch.Size, loader: DeviceLoader) -> torch.Tensor:
-        """Pixels that `loader.normalize` maps to N(0, 1) noise: Gaussian with the recipe's mean and std.
+        """Pixels that `loader.normalize` maps to N(0, 1) noise: Gaussian with the dataset's mean and std.
 
         Drawn from (seed, iteration) alone, so they carry nothing about the batch they replace;
         on the CPU as every stream is, then copied without blocking the host.

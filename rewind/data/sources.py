@@ -1,13 +1,23 @@
 """Dataset sources, each decoded once into uint8 tensors and cached as one safetensors file.
 
-- `cifar10`: torchvision's CIFAR-10, downloaded into the data folder.
+- `cifar10`, `cifar100`, `mnist`, `svhn`: torchvision's copies, downloaded into the data folder
+  (SVHN: its train and test splits, labels 0-9 as torchvision gives them; its 'extra' split is
+  not used).
 - a path: an image-folder tree, or a .tar.gz of one, holding train/<class>/ and test/<class>/
   (for example the shared cifar10-jpeg.tar.gz). Classes are sorted by name, files by name.
-- `synthetic`: deterministic class-conditional images a ResNet learns in a few hundred steps.
+  A folder's name says nothing about its contents: it is fed as CIFAR-10 is (RGB, CIFAR-10's
+  normalisation, crop and flip), whatever it is called.
+- `synthetic`: deterministic class-conditional images a ResNet learns in a few hundred steps,
+  CIFAR-10-shaped; `synthetic:NAME` (e.g. `synthetic:mnist`) the same kind of images with the
+  shape, class count, normalisation and augmentation of dataset NAME, for tests and smoke runs.
+
+Every dataset carries how it is fed (`Dataset.mean`, `std`, `augmentation`): loaders and
+normalisers are built from it (`DeviceLoader.from_dataset`, `Normalizer.from_dataset`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -26,21 +36,100 @@ from rewind.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CACHE_VERSION = 1
+# A dataset's default training augmentation: random crop after zero padding by 4, with or
+# without a random horizontal flip (`loader.DeviceLoader`).
+AUGMENTATIONS = ("none", "crop", "crop+flip")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a named dataset is besides its pixels: image shape (C, H, W), class count, the
+    per-channel mean and std of its pixels in [0, 1], and its default training augmentation."""
+
+    shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: str
+
+
+SPECS: dict[str, Spec] = {
+    # The recipe's values (ImageNet's statistics, not CIFAR-10's own): existing archives and the
+    # paper recipes were trained with them.
+    "cifar10": Spec((3, 32, 32), 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "crop+flip"),
+    # CIFAR-100's training-set statistics, as in weiaicunzai/pytorch-cifar100
+    # (conf/global_settings.py) and most CIFAR-100 code since.
+    "cifar100": Spec((3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop+flip"),
+    # The PyTorch MNIST example's values (pytorch/examples, mnist/main.py); no augmentation, as
+    # in the lottery-ticket papers' LeNet runs.
+    "mnist": Spec((1, 28, 28), 10, (0.1307,), (0.3081,), "none"),
+    # SVHN's training-set statistics in common use (e.g. PyTorch Lightning Bolts' SVHN data
+    # module: 0.4376821, 0.4437697, 0.47280442 / 0.19803012, 0.20101562, 0.19703614). Crop
+    # without flip: a mirrored digit is another symbol.
+    "svhn": Spec((3, 32, 32), 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop"),
+}
+# Where in the data folder torchvision reads each dataset's files: said when a download fails, so
+# that files copied from elsewhere can be put in place.
+_FILES = {
+    "cifar100": "cifar-100-python/ (train, test, meta)",
+    "mnist": "MNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+             "t10k-labels-idx1-ubyte)",
+    "svhn": "svhn/ (train_32x32.mat, test_32x32.mat)",
+}
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as uint8 [N, C, H, W] and labels as int64 [N], on the CPU."""
+    """Images as uint8 [N, C, H, W] and labels as int64 [N], on the CPU, and how they are fed:
+    `mean` and `std` per channel (of pixels scaled to [0, 1]) for normalisation, and the default
+    training `augmentation` (one of AUGMENTATIONS). `name` is the source it came from
+    ('cifar10', 'synthetic:mnist', 'folder', ...)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: tuple[str, ...]
+    name: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: str
+
+    def __post_init__(self) -> None:
+        channels = self.train_x.shape[1]
+        if not len(self.mean) == len(self.std) == channels:
+            raise ValueError(f"{self.name}: {channels} channels but mean {self.mean} and std {self.std}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"{self.name}: augmentation {self.augmentation!r} is not one of {AUGMENTATIONS}")
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def in_channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def image_size(self) -> int:
+        """The image height (equal to the width for every named dataset; an image folder may differ)."""
+        return self.shape[1]
+
+
+def _described(parts: tuple, name: str, spec: Spec) -> Dataset:
+    """A Dataset of (train_x, train_y, test_x, test_y, classes) fed as `spec` says."""
+    return Dataset(*parts, name=name, mean=spec.mean, std=spec.std, augmentation=spec.augmentation)
+
+
+def is_named(source: str) -> bool:
+    """Whether `source` names a dataset (torchvision or synthetic) rather than a path."""
+    return source in SPECS or source == "synthetic" or source.startswith("synthetic:")
 
 
 def load(source: str, data_dir: str | Path, train_examples: int = 0, test_examples: int = 0,
@@ -50,13 +139,18 @@ def load(source: str, data_dir: str | Path, train_examples: int = 0, test_exampl
     One object per process while the source is unchanged (its tensors are never written), so
     every Setup of a study shares one dataset, and one copy of it on the device."""
     root = Path(data_dir).expanduser()
-    if source in ("synthetic", "cifar10"):
+    stand_ins = [name for name in SPECS if name != "cifar10"]  # plain `synthetic` is CIFAR-10's
+    if source.startswith("synthetic:") and source.removeprefix("synthetic:") not in stand_ins:
+        raise UserError(f"unknown synthetic dataset {source!r}: use synthetic (CIFAR-10-shaped) or "
+                        f"{', '.join('synthetic:' + name for name in stand_ins)}")
+    if is_named(source):
         return _load(source, root, source, train_examples, test_examples, subset_seed)
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(
-            f"dataset {source!r} not found: pass --data cifar10 (downloads), --data synthetic, "
-            "or --data PATH to an image-folder tree or .tar.gz with train/<class>/ and test/<class>/"
+            f"dataset {source!r} not found: pass --data cifar10 | cifar100 | mnist | svhn (torchvision downloads "
+            "them), --data synthetic[:NAME], or --data PATH to an image-folder tree or .tar.gz with train/<class>/ "
+            "and test/<class>/"
         )
     # The fingerprint (sizes and times of the files) in the key: a changed folder is read again.
     return _load(source, root, f"{path.name}-{_fingerprint(path)}", train_examples, test_examples, subset_seed)
@@ -64,12 +158,14 @@ def load(source: str, data_dir: str | Path, train_examples: int = 0, test_exampl
 
 @functools.lru_cache(maxsize=2)
 def _load(source: str, root: Path, key: str, train_examples: int, test_examples: int, subset_seed: int) -> Dataset:
-    if source == "synthetic":
-        return synthetic(train_examples or 5000, test_examples or 1000)
-    if source == "cifar10":
-        data = _cached(root, key, lambda: _cifar10(root))
+    if source == "synthetic" or source.startswith("synthetic:"):
+        like = source.partition(":")[2] or "cifar10"
+        return synthetic(train_examples or 5000, test_examples or 1000, like=like)
+    if source in SPECS:
+        data = _described(_cached(root, key, lambda: _torchvision(source, root)), source, SPECS[source])
     else:
-        data = _cached(root, key, lambda: _image_folder(Path(source).expanduser()))
+        data = _described(_cached(root, key, lambda: _image_folder(Path(source).expanduser())), "folder",
+                          SPECS["cifar10"])
     return _subset(data, train_examples, test_examples, subset_seed)
 
 
@@ -82,7 +178,7 @@ def _subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
 
     train_x, train_y = pick(data.train_x, data.train_y, n_train, "train-subset")
     test_x, test_y = pick(data.test_x, data.test_y, n_test, "test-subset")
-    return Dataset(train_x, train_y, test_x, test_y, data.classes)
+    return dataclasses.replace(data, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
 
 
 def _fingerprint(path: Path) -> str:
@@ -95,41 +191,59 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _cached(root: Path, key: str, decode) -> Dataset:
-    """Decode once; later loads read one safetensors file (well under a second for CIFAR-10)."""
+def _cached(root: Path, key: str, decode) -> tuple:
+    """(train_x, train_y, test_x, test_y, classes), decoded once; later loads read one safetensors
+    file (well under a second for CIFAR-10). How the data is fed is not cached: it is the source's."""
     cache = root / "cache" / f"{key}.safetensors"
     if cache.exists():
         try:
             t = load_file(cache)
             classes = tuple(bytes(t.pop("classes").tolist()).decode().split("\n"))
-            return Dataset(t["train_x"], t["train_y"], t["test_x"], t["test_y"], classes)
+            return t["train_x"], t["train_y"], t["test_x"], t["test_y"], classes
         except (SafetensorError, KeyError, OSError, UnicodeDecodeError):
             pass  # a damaged cache is only a cache: decode again and replace it
-    data = decode()
-    classes = torch.tensor(list("\n".join(data.classes).encode()), dtype=torch.uint8)
-    blob = save({"train_x": data.train_x, "train_y": data.train_y, "test_x": data.test_x,
-                 "test_y": data.test_y, "classes": classes})
+    train_x, train_y, test_x, test_y, classes = decode()
+    names = torch.tensor(list("\n".join(classes).encode()), dtype=torch.uint8)
+    blob = save({"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y, "classes": names})
     write_bytes(cache, blob)
-    return data
+    return train_x, train_y, test_x, test_y, classes
 
 
-def _cifar10(root: Path) -> Dataset:
-    from torchvision.datasets import CIFAR10
+def _torchvision(name: str, root: Path) -> tuple:
+    """The train and test splits of torchvision's copy of `name`, downloaded into `root` if missing."""
+    from torchvision import datasets as tv
 
+    make = {
+        "cifar10": lambda train: tv.CIFAR10(root, train=train, download=True),
+        "cifar100": lambda train: tv.CIFAR100(root, train=train, download=True),
+        "mnist": lambda train: tv.MNIST(root, train=train, download=True),
+        # Its own folder: torchvision keeps SVHN's .mat files directly under the root it is given.
+        "svhn": lambda train: tv.SVHN(root / "svhn", split="train" if train else "test", download=True),
+    }[name]
     try:
-        train = CIFAR10(root, train=True, download=True)
-        test = CIFAR10(root, train=False, download=True)
+        train, test = make(True), make(False)
+    except ImportError as e:  # SVHN's .mat files are read with scipy
+        module = e.name or "scipy"
+        raise UserError(f"reading {name} needs {module}, which is not installed: "
+                        f"pip install {module.split('.')[0]}") from None
     except Exception as e:  # torchvision raises URLError, RuntimeError, ... when offline
-        raise UserError(
-            f"could not download CIFAR-10 into {root} ({type(e).__name__}: {e}); without internet, pass "
-            "--data PATH to an image-folder copy such as cifar10-jpeg.tar.gz"
-        ) from None
+        alternative = ("pass --data PATH to an image-folder copy such as cifar10-jpeg.tar.gz" if name == "cifar10"
+                       else f"put torchvision's files in {root}/{_FILES[name]} or pass --data synthetic:{name} for "
+                            "a stand-in")
+        why = " ".join(f"{type(e).__name__}: {e}".split())  # torchvision's messages span lines
+        raise UserError(f"could not download {name} into {root} ({why[:300]}); without internet, "
+                        f"{alternative}") from None
 
-    def tensors(ds):
-        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        if name == "mnist":  # uint8 [N, 28, 28] and int64 [N] tensors
+            return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+        if name == "svhn":  # uint8 [N, C, H, W] and int64 [N] arrays, digit 0 already label 0
+            return torch.from_numpy(np.ascontiguousarray(ds.data)), torch.from_numpy(ds.labels.astype(np.int64))
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # CIFAR: [N, H, W, C]
         return x, torch.tensor(ds.targets, dtype=torch.int64)
 
-    return Dataset(*tensors(train), *tensors(test), tuple(train.classes))
+    classes = tuple(str(d) for d in range(10)) if name == "svhn" else tuple(train.classes)
+    return *tensors(train), *tensors(test), classes
 
 
 def _decode(blob: bytes, where: str) -> np.ndarray:
@@ -142,7 +256,7 @@ def _decode(blob: bytes, where: str) -> np.ndarray:
         raise UserError(f"cannot decode image {where}: {e}; remove or replace that file") from None
 
 
-def _image_folder(path: Path) -> Dataset:
+def _image_folder(path: Path) -> tuple:
     """Read train/<class>/* and test/<class>/* from a folder or a tar archive, in name order."""
     items: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
 
@@ -189,30 +303,36 @@ def _image_folder(path: Path) -> Dataset:
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(labels, dtype=torch.int64)
 
-    return Dataset(*split("train"), *split("test"), tuple(classes))
+    return *split("train"), *split("test"), tuple(classes)
 
 
-def synthetic(n_train: int = 5000, n_test: int = 1000, num_classes: int = 10, size: int = 32, seed: int = 0) -> Dataset:
-    """Each class is a smooth random colour pattern; examples add per-example noise and a random shift.
+def synthetic(n_train: int = 5000, n_test: int = 1000, num_classes: int | None = None, size: int | None = None,
+              seed: int = 0, like: str = "cifar10") -> Dataset:
+    """Each class is a smooth random pattern; examples add per-example noise and a random shift.
 
     Learnable (a ResNet-20 reaches high accuracy in a few hundred steps) but not trivial: the
-    shift and noise make augmentation matter, and the classes overlap a little.
+    shift and noise make augmentation matter, and the classes overlap a little. `like` names
+    the dataset whose channels, size, class count, normalisation and augmentation it takes
+    (`num_classes` and `size` override those); like='cifar10' is plain `synthetic`.
     """
-    g = seeds.generator(seed, "synthetic")
-    low = torch.rand(num_classes, 3, 4, 4, generator=g)
+    spec = SPECS[like]
+    channels, num_classes, size = spec.shape[0], num_classes or spec.num_classes, size or spec.shape[1]
+    named = () if like == "cifar10" else (like,)  # plain synthetic draws the streams it always drew
+    g = seeds.generator(seed, "synthetic", *named)
+    low = torch.rand(num_classes, channels, 4, 4, generator=g)
     protos = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
 
-    def make(n: int, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
-        gg = seeds.generator(seed, tag)
+    def make(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        gg = seeds.generator(seed, f"synthetic-{split}", *named)
         y = torch.randint(0, num_classes, (n,), generator=gg)
-        x = protos[y] + 0.25 * torch.randn(n, 3, size, size, generator=gg)
+        x = protos[y] + 0.25 * torch.randn(n, channels, size, size, generator=gg)
         shifts = torch.randint(-3, 4, (n, 2), generator=gg)
         for i in range(n):
             x[i] = torch.roll(x[i], shifts=(int(shifts[i, 0]), int(shifts[i, 1])), dims=(1, 2))
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
-    return Dataset(*make(n_train, "synthetic-train"), *make(n_test, "synthetic-test"),
-                   tuple(f"class{i}" for i in range(num_classes)))
+    parts = (*make(n_train, "train"), *make(n_test, "test"), tuple(f"class{i}" for i in range(num_classes)))
+    return _described(parts, "synthetic" if like == "cifar10" else f"synthetic:{like}", spec)
 
 
-__all__ = ["Dataset", "load", "synthetic"]
+__all__ = ["AUGMENTATIONS", "SPECS", "Dataset", "Spec", "is_named", "load", "synthetic"]

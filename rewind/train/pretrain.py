@@ -13,7 +13,6 @@ import torch
 
 from rewind import models, seeds
 from rewind.archive.run import Run
-from rewind.data.loader import DeviceLoader
 from rewind.data.phases import Phase, PhaseSchedule
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
@@ -41,9 +40,7 @@ def pretrain(setup, run: Run) -> dict[str, torch.Tensor] | None:
         plan = dataclasses.replace(plan, eval_steps=frozenset())
     model = setup.new_model(num_classes=schedule.num_outputs())
     # Its own data order and augmentation, so the main run's batches are those of a run without it.
-    loader = DeviceLoader(setup.data.train_x, setup.data.train_y, t.batch_size,
-                          seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"),
-                          config.data.augment, setup.device)
+    loader = setup.train_loader(seeds.derive(t.order_seed, "pretrain"), seeds.derive(t.aug_seed, "pretrain"))
     compile = compile_setting(config.runtime.compile, setup.device)
     kind = None if p.pretrain_optimizer == "same" else p.pretrain_optimizer
     state = TrainState(model, make_optimizer(model, t, kind), loader, plan, phases=schedule,

@@ -55,17 +55,24 @@ class Setup:
     def new_model(self, seed: int | None = None, num_classes: int | None = None) -> torch.nn.Module:
         """A fresh model for this data on the device: the run's init (`model_seed`) unless `seed` is
         given, with the dataset's classes unless `num_classes` is (a pre-training head)."""
-        m, (channels, size, _) = self.config.model, self.data.train_x.shape[1:]
+        m = self.config.model
         model = models.build(m.model, m.width, num_classes or self.data.num_classes,
                              self.config.train.model_seed if seed is None else seed, blocks=m.blocks,
-                             in_channels=channels, image_size=size)
+                             in_channels=self.data.in_channels, image_size=self.data.image_size)
         return model.to(self.device, memory_format=torch.channels_last)
+
+    def train_loader(self, order_seed: int | None = None, aug_seed: int | None = None) -> D.DeviceLoader:
+        """The training data as the config feeds it (batch size, seeds unless others are given, and
+        with `augment` the dataset's default augmentation), normalised as the dataset is."""
+        t = self.config.train
+        return D.DeviceLoader.from_dataset(self.data, t.batch_size, t.order_seed if order_seed is None else order_seed,
+                                           t.aug_seed if aug_seed is None else aug_seed, self.config.data.augment,
+                                           self.device)
 
     def state(self, model: torch.nn.Module, plan: Plan | None = None, masks: Masks | None = None) -> TrainState:
         """A training state; masks (if any) are applied to the weights at once."""
         t = self.config.train
-        loader = D.DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, t.order_seed, t.aug_seed,
-                                self.config.data.augment, self.device)
+        loader = self.train_loader()
         if masks is not None:
             masks = to_device(masks, self.device)
         compile = compile_setting(self.config.runtime.compile, self.device)
