@@ -138,3 +138,27 @@ def test_every_numeric_field_refuses_a_value_outside_its_range(name, tmp_path, c
         else run_cli(["imp", "--out", str(tmp_path / "r"), flag, str(value)], capsys)
     assert code == 2 and err.startswith(f"rewind: error: {name} must be ") and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("configs/*.toml")))
+def test_every_shipped_config_loads(path):
+    """Each recipe is valid as shipped (keys, ranges, model and optimizer settings)."""
+    c = cfg.load(path)
+    assert c.model.model and c.train.batch_size >= 1
+
+
+def test_recipes_of_the_other_papers_match_their_protocols():
+    vgg = cfg.load("configs/vgg16_cifar10.toml")
+    assert (vgg.model.model, vgg.train.optimizer, vgg.train.lr, vgg.train.lr_milestones) == ("vgg16", "sgd", 0.1,
+                                                                                               "80ep,120ep")
+    assert vgg.imp.dense_layers == "fc.weight"  # OpenLTH cifar_vgg_16 leaves the output layer dense
+    lenet = cfg.load("configs/lenet_mnist.toml")
+    assert (lenet.data.source, lenet.model.model, lenet.train.momentum, lenet.train.steps) == ("mnist", "lenet300-100",
+                                                                                               0.0, "40ep")
+    ash = cfg.load("configs/resnet18_cifar10_warmstart.toml")
+    assert (ash.model.model, ash.model.width, ash.train.optimizer, ash.train.lr, ash.data.augment) == (
+        "resnet18", 16, "adam", 1e-3, False)
+    assert ash.train.lr_milestones == "" and ash.train.weight_decay == 0.0
+    berariu = cfg.load("configs/resnet18_cifar10_plasticity.toml")
+    assert (berariu.model.width, berariu.train.optimizer, berariu.train.steps, berariu.warm.second_steps) == (
+        0, "adam", "350ep", "500ep")
