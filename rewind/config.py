@@ -363,9 +363,9 @@ def _read(path: str | Path | None) -> dict[str, Any]:
         raise UserError(f"config file {p} is not valid TOML: {e}") from None
 
 
-def to_toml(config: Config) -> str:
+def to_toml(config: Config | dict[str, dict[str, Any]]) -> str:
     lines = []
-    for section, table in config.to_dict().items():
+    for section, table in (config if isinstance(config, dict) else config.to_dict()).items():
         lines.append(f"[{section}]")
         for key, value in table.items():
             lines.append(f"{key} = {json.dumps(value)}")

@@ -159,9 +159,13 @@ class CompletionConfig:
 class LinearRuntimeConfig:
     device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
     progress: str = _f("lines", "progress: a line per trained group on stderr, or none", choices=("lines", "none"))
+    figures: bool = _f(True, "write the PNG figures (a few seconds; tables and TensorBoard are always written)")
+    threads: int = _f(0, "CPU threads of torch while training (0 = torch's default); the matrices are small, and "
+                         "on a busy machine 1 thread is often the fastest")
 
     def __post_init__(self) -> None:
         _choices(self)
+        _at_least(0, threads=self.threads)
 
 
 @dataclass(frozen=True)

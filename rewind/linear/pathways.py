@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import string
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +27,8 @@ import torch
 from rewind import seeds as seeding
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
-from rewind.archive.manifest import Manifest
-from rewind.archive.metrics import MetricsLog
 from rewind.archive.run import identity_hash, open_run
-from rewind.linear import dynamics, networks, report, sweep
+from rewind.linear import dynamics, networks, sweep
 from rewind.linear.config import PathwaysConfig, PathwaysStudy, counts
 from rewind.linear.tasks import Modes, hierarchical_modes
 
@@ -54,21 +52,39 @@ def run(study: PathwaysStudy, out: str | Path) -> Tables:
     modes = hierarchical_modes()
     depths, onsets, seed_list = counts(c.depth, "depth"), counts(c.deficit_start, "deficit_start"), counts(c.seeds, "seeds")
     with ExitStack() as stack:
-        trunks = {}
+        stack.enter_context(sweep.threads(study.runtime.threads))
+        trunks, branches = {}, []
         for depth in depths:
             for seed in seed_list:
                 narrowed = study.with_values(depth=str(depth), seeds=str(seed))
-                trunks[depth, seed] = stack.enter_context(open_run(
+                trunk = trunks[depth, seed] = stack.enter_context(open_run(
                     out / sweep.archive_name(depth, seed), KIND, narrowed.to_dict(), trunk_identity(c, depth, seed),
                     total_iterations=c.steps))
-        _train_trunks(c, trunks, onsets, modes, dev, progress, stack)
-        _train_branches(study, trunks, onsets, modes, dev, progress, stack)
+                branches += [sweep.Branch(depth, seed, trunk, "gate", onset, c.steps,
+                                          branch_identity(c, trunk_identity(c, depth, seed), onset),
+                                          narrowed.with_values(deficit_start=str(onset)).to_dict())
+                             for onset in onsets]
+
+        def batch_of(stretches: list[sweep.Stretch]) -> PathwaysBatch:
+            return PathwaysBatch([s.weights for s in stretches], [s.info for s in stretches],
+                                 [s.length for s in stretches], modes, c.lr, c.pathways, dev)
+
+        def window(b: sweep.Branch, start: int) -> tuple[int, int]:
+            return b.point - start, b.point + c.deficit_length - start  # in the steps of the stretch
+
+        sweep.train_trunks(trunks, sorted({*onsets, c.steps}), c.save_every, c.record_every,
+                           lambda depth, seed: initial_weights(c, depth, seed, modes), lambda depth, seed: None,
+                           batch_of, progress, stack)
+        sweep.train_branches(branches, KIND + "-gate", c.save_every, c.record_every, window, batch_of, progress, stack)
     tables = _tables(c, out, depths, onsets, seed_list, modes)
     write_text(out / "results.csv", tables.results.to_csv(index=False))
     write_text(out / "summary.csv", tables.summary.to_csv(index=False))
     write_text(out / "curves.csv", tables.curves.to_csv(index=False))
-    report.pathways_curves(tables.curves, tables.summary, c, out / "pathways_singular_values.png")
-    report.pathways_share(tables.summary, out / "pathways_share.png")
+    if study.runtime.figures:
+        from rewind.linear import report
+
+        report.pathways_curves(tables.curves, tables.summary, c, out / "pathways_singular_values.png")
+        report.pathways_share(tables.summary, out / "pathways_share.png")
     return tables
 
 
@@ -151,77 +167,6 @@ class PathwaysBatch:
         return {f"layer{l}": w[arm * p:(arm + 1) * p].clone() for l, w in enumerate(self.chains.layers)}
 
 
-def _batch(stretches: list[sweep.Stretch], modes: Modes, c: PathwaysConfig, dev: torch.device) -> PathwaysBatch:
-    return PathwaysBatch([s.weights for s in stretches], [s.info for s in stretches], [s.length for s in stretches],
-                         modes, c.lr, c.pathways, dev)
-
-
-def _train_trunks(c: PathwaysConfig, trunks: dict, onsets: list[int], modes: Modes, dev: torch.device,
-                  progress: sweep.Progress, stack: ExitStack) -> None:
-    points = sorted({*onsets, c.steps})
-    legs = []
-    for (depth, seed), trunk in trunks.items():
-        stage = trunk.stage("trunk")
-        held = stage.steps()
-        plan = sweep.trunk_legs(held, points, c.save_every)
-        if not plan:
-            continue
-        trunk.update(status="running")
-        log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=max(held, default=-1))))
-        logged = max(held, default=-1)
-        for n, (start, saves) in enumerate(plan):
-            weights = stage.load(start).tensors if start in held else initial_weights(c, depth, seed, modes)
-            legs.append((depth, n, sweep.Stretch(stage, log, weights, start, saves[-1], set(saves), c.record_every,
-                                                 logged, None, {"depth": depth, "seed": seed})))
-    by_round = sweep.group(legs, lambda leg: (leg[0], leg[1], leg[2].start, leg[2].end))
-    for (depth, _, start, end), group in sorted(by_round.items()):
-        stretches = [leg[2] for leg in group]
-        progress(f"depth {depth}, {len(stretches)} trunk(s), steps {start}-{end}",
-                 lambda: sweep.train(stretches, _batch(stretches, modes, c, dev)))
-    for trunk in trunks.values():
-        if trunk.status != "complete":
-            trunk.update(status="complete")
-
-
-def _train_branches(study: PathwaysStudy, trunks: dict, onsets: list[int], modes: Modes, dev: torch.device,
-                    progress: sweep.Progress, stack: ExitStack) -> None:
-    c = study.pathways
-    todo = []
-    for (depth, seed), trunk in trunks.items():
-        tid = trunk_identity(c, depth, seed)
-        for onset in onsets:
-            identity = branch_identity(c, tid, onset)
-            path = sweep.branch_dir(trunk.root, "gate", onset, identity_hash(identity))
-            if _complete(path, identity):
-                continue
-            narrowed = study.with_values(depth=str(depth), seeds=str(seed), deficit_start=str(onset))
-            branch = stack.enter_context(open_run(path, "linear-pathways-gate", narrowed.to_dict(), identity,
-                                                  total_iterations=c.steps))
-            stage = branch.stage("train")
-            held = stage.steps()
-            start = max(held, default=onset)
-            weights = (stage if held else trunk.stage("trunk")).load(start).tensors
-            log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=max(held, default=onset - 1))))
-            window = (onset - start, onset + c.deficit_length - start)
-            todo.append((depth, branch, sweep.Stretch(stage, log, weights, start, c.steps, sweep.grid(start, c.steps, c.save_every) | {c.steps},
-                                                      c.record_every, start if held else onset - 1, window,
-                                                      {"depth": depth, "seed": seed, "deficit_start": onset})))
-    for depth, group in sorted(sweep.group(todo, lambda t: t[0]).items()):
-        stretches = [t[2] for t in group]
-        progress(f"depth {depth}, {len(stretches)} deficit branch(es)",
-                 lambda: sweep.train(stretches, _batch(stretches, modes, c, dev)))
-        for _, branch, _ in group:
-            branch.update(status="complete")
-
-
-def _complete(path: Path, identity: dict) -> bool:
-    """Whether a branch is finished (then it is neither opened nor rewritten)."""
-    if not (path / runs.MANIFEST).exists():
-        return False
-    data = Manifest.read(path / runs.MANIFEST).data
-    return data.get("status") == "complete" and data.get("config_hash") == identity_hash(identity)
-
-
 def _tables(c: PathwaysConfig, out: Path, depths: list[int], onsets: list[int], seed_list: list[int],
             modes: Modes) -> Tables:
     """Final values from the checkpoints, curves from metrics.csv, the balanced solution beside both."""
@@ -233,16 +178,16 @@ def _tables(c: PathwaysConfig, out: Path, depths: list[int], onsets: list[int], 
         sim, finals = [], []
         for seed, onset in arms:
             trunk = runs.read(out / sweep.archive_name(depth, seed))
-            trunk_rows = pd.read_csv(trunk.stage("trunk").dir / "metrics.csv")
+            trunk_rows = sweep.metrics(trunk.stage("trunk"))
             if onset is None:
                 rows, final = trunk_rows[trunk_rows.step <= c.steps], trunk.stage("trunk").load(c.steps)
             else:
                 identity = branch_identity(c, trunk_identity(c, depth, seed), onset)
-                branch = runs.read(sweep.branch_dir(trunk.root, "gate", onset, identity_hash(identity)))
-                branch_rows = pd.read_csv(branch.stage("train").dir / "metrics.csv")
+                branch = runs.read(sweep.branch_dir(trunk.root, "gate", onset, identity))
+                branch_rows = sweep.metrics(branch.stage("train"))
                 rows = pd.concat([trunk_rows[trunk_rows.step < onset], branch_rows])
                 final = branch.stage("train").load(c.steps)
-            sim.append(rows.drop_duplicates("step", keep="last").sort_values("step"))
+            sim.append(rows)
             finals.append(final.tensors)
         k0 = np.stack([_k0(c, seed) for seed, _ in arms])[:, None, :].repeat(c.pathways, 1)
         windows = [None if onset is None else (onset, onset + c.deficit_length) for _, onset in arms]

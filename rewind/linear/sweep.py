@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
+import pandas as pd
 import torch
 
+from rewind.archive.manifest import Manifest
 from rewind.archive.metrics import MetricsLog
+from rewind.archive.run import MANIFEST, Run, identity_hash, open_run
 from rewind.archive.stage import Stage
+from rewind.errors import UserError
 
 
 class Batch(Protocol):
@@ -145,14 +150,28 @@ def device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from rewind.errors import UserError
-
         raise UserError("--device cuda, but torch sees no CUDA device here; use --device cpu or auto")
     return torch.device(name)
 
 
+@contextmanager
+def threads(count: int) -> Iterator[None]:
+    """torch's CPU thread count set to `count` (0: left alone) for the duration."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def archive_name(depth: int, seed: int) -> str:
     return f"depth{depth}-seed{seed}"
+
+
+def branch_dir(trunk_root: Path, kind: str, point: int, identity: dict) -> Path:
+    return trunk_root / "branches" / f"{kind}-{point}-{identity_hash(identity)[:8]}"
 
 
 class Progress:
@@ -168,5 +187,86 @@ class Progress:
             print(f"{self.study}: {what} ({time.perf_counter() - began:.1f} s)", file=sys.stderr, flush=True)
 
 
-def branch_dir(root: Path, kind: str, point: int, identity_hash: str) -> Path:
-    return root / "branches" / f"{kind}-{point}-{identity_hash[:8]}"
+def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_every: int, record_every: int,
+                 initial: Callable[[int, int], dict[str, torch.Tensor]], info: Callable[[int, int], Any],
+                 batch_of: Callable[[list[Stretch]], Batch], progress: Progress, stack: ExitStack) -> None:
+    """Give every trunk {(depth, seed): open run} a checkpoint at each of `points`, training what is
+    missing; the trunks of one depth whose stretches coincide train together."""
+    legs, busy = [], []
+    for (depth, seed), trunk in trunks.items():
+        stage = trunk.stage("trunk")
+        held = stage.steps()
+        plan = trunk_legs(held, points, save_every)
+        if not plan:
+            continue
+        busy.append(trunk)
+        trunk.update(status="running")
+        logged = max(held, default=-1)
+        log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=logged)))
+        for n, (start, saves) in enumerate(plan):
+            weights = stage.load(start).tensors if start in held else initial(depth, seed)
+            legs.append((depth, n, Stretch(stage, log, weights, start, saves[-1], set(saves), record_every, logged,
+                                           info(depth, seed), {"depth": depth, "seed": seed})))
+    for (depth, _, start, end), group_ in sorted(group(legs, lambda g: (g[0], g[1], g[2].start, g[2].end)).items()):
+        stretches = [leg[2] for leg in group_]
+        progress(f"depth {depth}: {len(stretches)} trunk(s), steps {start}-{end}",
+                 lambda: train(stretches, batch_of(stretches)))
+    for trunk in busy:
+        trunk.update(status="complete", total_iterations=trunk.stage("trunk").steps()[-1])
+
+
+@dataclass
+class Branch:
+    """A branch of trunk (depth, seed) from its checkpoint at `point` to step `end` of its own run."""
+
+    depth: int
+    seed: int
+    trunk: Run
+    kind: str
+    point: int
+    end: int
+    identity: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return branch_dir(self.trunk.root, self.kind, self.point, self.identity)
+
+
+def train_branches(branches: list[Branch], run_kind: str, save_every: int, record_every: int,
+                   info: Callable[[Branch, int], Any], batch_of: Callable[[list[Stretch]], Batch],
+                   progress: Progress, stack: ExitStack) -> None:
+    """Train every unfinished branch, from its own latest checkpoint or the trunk's at its point; all
+    those of one depth together. A finished branch is not opened (its files stay as they are)."""
+    todo = []
+    for b in branches:
+        if complete(b.path, b.identity):
+            continue
+        run = stack.enter_context(open_run(b.path, run_kind, b.config, b.identity, total_iterations=b.end))
+        stage = run.stage("train")
+        held = stage.steps()
+        start = max(held, default=b.point)
+        weights = (stage if held else b.trunk.stage("trunk")).load(start).tensors
+        logged = start if held else b.point - 1
+        log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=logged)))
+        todo.append((b, run, Stretch(stage, log, weights, start, b.end, grid(start, b.end, save_every) | {b.end},
+                                     record_every, logged, info(b, start),
+                                     {"depth": b.depth, "seed": b.seed, "point": b.point})))
+    for depth, group_ in sorted(group(todo, lambda t: t[0].depth).items()):
+        stretches = [t[2] for t in group_]
+        progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train(stretches, batch_of(stretches)))
+        for _, run, _ in group_:
+            run.update(status="complete")
+
+
+def complete(path: Path, identity: dict[str, Any]) -> bool:
+    """Whether the run at `path` is finished with this identity."""
+    if not (path / MANIFEST).exists():
+        return False
+    data = Manifest.read(path / MANIFEST).data
+    return data.get("status") == "complete" and data.get("config_hash") == identity_hash(identity)
+
+
+def metrics(stage: Stage) -> pd.DataFrame:
+    """A stage's metrics.csv, one row per step."""
+    return pd.read_csv(stage.dir / "metrics.csv").drop_duplicates("step", keep="last").sort_values("step")
