@@ -159,7 +159,7 @@ def test_pathways_critical_period_shape(dln):
     r = pd.read_csv(dln / "results.csv")
     assert {"depth", "deficit_start", "deficit_length", "seed", "mode", "target", "k_a", "k_b"} <= set(r.columns)
     free = r[r.deficit_start.isna()]
-    assert len(free) == 3 * 8 and ((free.k_a - free.k_b).abs() < 1e-12).all()  # no deficit: every mode shared equally
+    assert len(free) == 3 * 8 and ((free.k_a - free.k_b).abs() < 1e-6 * free.target).all()  # no deficit: shared equally
     assert (r.loss < 1e-6).all()  # every arm learns the task
     share = pd.read_csv(dln / "summary.csv").set_index(["depth", "deficit_start"]).gated_share
     for depth in (2, 3, 4):
@@ -352,3 +352,9 @@ def test_shipped_configs_hold_the_paper_settings():
 
     assert counts(c.pretrain_steps, "pretrain_steps", allow_k=True) == [0, 1000, 5000, 10000, 20000, 40000, 60000,
                                                                         80000, 100000]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["linear", "pathways", "--device", "cuda", "--out", str(tmp_path / "r")], capsys)
+    assert_one_line_error(code, err, "--device cuda", "no CUDA device")

@@ -8,8 +8,9 @@ balanced solution of `dynamics.py`.
 
 The sweep is one trunk per depth and seed, the deficit-free run, saving at every onset; each
 onset is a branch from that checkpoint with the deficit. Every arm of one depth (seeds, onsets)
-trains as one batched program, in float64: the networks are tiny, and float64 keeps the
-simulation on the analytical curve to the discretisation error, not to rounding.
+trains as one batched program, in float32: gradient descent leaves the analytical curve by its
+O(lr) discretisation error (about 1% of the time to learn a mode at lr 0.01), five orders of
+magnitude above float32 rounding, and float32 trains twice as fast as float64 here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from rewind.linear.config import PathwaysConfig, PathwaysStudy, counts
 from rewind.linear.tasks import Modes, hierarchical_modes
 
 KIND = "linear-pathways"
-DTYPE = torch.float64
+DTYPE = torch.float32
 LETTERS = string.ascii_lowercase
 
 
@@ -91,7 +92,7 @@ def run(study: PathwaysStudy, out: str | Path) -> Tables:
 def trunk_identity(c: PathwaysConfig, depth: int, seed: int) -> dict:
     """What determines a trunk's weights at every step (its length, onsets and records do not)."""
     identity = {"study": KIND, "task": "hierarchical-8x15", "depth": depth, "seed": seed, "pathways": c.pathways,
-                "width": c.width, "lr": c.lr, "init": c.init, "init_scale": c.init_scale, "dtype": "float64"}
+                "width": c.width, "lr": c.lr, "init": c.init, "init_scale": c.init_scale, "dtype": "float32"}
     if c.init == "balanced":
         identity["init_noise"] = c.init_noise
     return identity
@@ -119,7 +120,7 @@ def initial_weights(c: PathwaysConfig, depth: int, seed: int, modes: Modes) -> d
         sizes = [8] + [c.width] * (depth - 1) + [15]
         std = (c.init_scale / c.width ** ((depth - 1) / 2)) ** (1 / depth)
         per_path = [networks.gaussian(sizes, std, gen) for _ in range(c.pathways)]
-    return {f"layer{l}": torch.stack([p[l] for p in per_path]) for l in range(depth)}
+    return {f"layer{l}": torch.stack([p[l] for p in per_path]).to(DTYPE) for l in range(depth)}
 
 
 class PathwaysBatch:

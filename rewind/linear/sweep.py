@@ -192,14 +192,13 @@ def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_eve
                  batch_of: Callable[[list[Stretch]], Batch], progress: Progress, stack: ExitStack) -> None:
     """Give every trunk {(depth, seed): open run} a checkpoint at each of `points`, training what is
     missing; the trunks of one depth whose stretches coincide train together."""
-    legs, busy = [], []
+    legs = []
     for (depth, seed), trunk in trunks.items():
         stage = trunk.stage("trunk")
         held = stage.steps()
         plan = trunk_legs(held, points, save_every)
         if not plan:
             continue
-        busy.append(trunk)
         trunk.update(status="running")
         logged = max(held, default=-1)
         log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=logged)))
@@ -211,8 +210,10 @@ def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_eve
         stretches = [leg[2] for leg in group_]
         progress(f"depth {depth}: {len(stretches)} trunk(s), steps {start}-{end}",
                  lambda: train(stretches, batch_of(stretches)))
-    for trunk in busy:
-        trunk.update(status="complete", total_iterations=trunk.stage("trunk").steps()[-1])
+    for trunk in trunks.values():
+        held = trunk.stage("trunk").steps()
+        if trunk.status != "complete" or trunk.manifest.data.get("total_iterations") != held[-1]:
+            trunk.update(status="complete", total_iterations=held[-1])
 
 
 @dataclass
