@@ -10,8 +10,8 @@ from typing import Any, Callable
 import click
 
 from rewind import config as cfg
-from rewind.linear import config as linear_config
 from rewind.errors import UserError
+from rewind.linear import config as linear_config
 
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
@@ -184,14 +184,13 @@ def linear_pathways(config_file: str | None, out: str, **options: Any) -> None:
 
     from rewind.linear import pathways
 
-    tables = pathways.run(linear_config.load_pathways(config_file, given(options)), out)
-    s = tables.summary
+    study = linear_config.load_pathways(config_file, given(options))
+    s = pathways.run(study, out).summary
     click.echo(_table([{"depth": r["depth"], "deficit": "none" if pd.isna(r["deficit_start"]) else
                         f"{r['deficit_start']}-{r['deficit_start'] + r['deficit_length']}",
                         "gated share": f"{r['gated_share']:.3f}", "strongest mode": f"{r['strong_mode_share']:.3f}",
                         "max |sim - ODE| / S": f"{r['ode_gap']:.1e}"} for r in s.to_dict("records")]))
-    click.echo(f"results: {Path(out) / 'results.csv'}, curves.csv, summary.csv; plots: pathways_singular_values.png, "
-               "pathways_share.png")
+    _outputs(out, study.runtime.figures, "pathways_singular_values.png, pathways_share.png")
 
 
 @linear.command("completion")
@@ -207,12 +206,18 @@ def linear_completion(config_file: str | None, out: str, **options: Any) -> None
     """
     from rewind.linear import completion
 
-    tables = completion.run(linear_config.load_completion(config_file, given(options)), out)
+    study = linear_config.load_completion(config_file, given(options))
+    tables = completion.run(study, out)
     pivot = tables.summary.pivot(index="pretrain_steps", columns="depth", values="task2_error")
     click.echo(_table([{"T_c": t, **{f"D={d}": f"{v:.4f}" for d, v in row.items()}}
                        for t, row in pivot.iterrows()]))
-    click.echo(f"task-2 error (MSE over all entries); results: {Path(out) / 'results.csv'}, curves.csv, "
-               "summary.csv; plots: completion_error.png, completion_singular_values.png")
+    click.echo("task-2 error: mean squared error over all entries")
+    _outputs(out, study.runtime.figures, "completion_error.png, completion_singular_values.png")
+
+
+def _outputs(out: str, figures: bool, pngs: str) -> None:
+    tables = f"tables: {Path(out) / 'results.csv'}, summary.csv, curves.csv"
+    click.echo(tables + (f"; figures: {pngs}" if figures else ""))
 
 
 @cli.group()

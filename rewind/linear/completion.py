@@ -10,8 +10,8 @@ gradient), deeper factorisations lose their low-rank bias once task 1's singular
 learned: the critical period.
 
 The sweep is one trunk per depth and seed (task 1, saving at every T_c and every `save_every`),
-and a task-2 branch from each T_c; all those of one depth train together in float32 (the arms
-are 100 x 100 matmuls: float64 would halve the speed and change nothing the figure shows).
+and a task-2 branch from each T_c; all those of one depth train together, in float32 (a step is
+a few 100 x 100 matmuls per arm, and float64 would take twice as long).
 """
 
 from __future__ import annotations

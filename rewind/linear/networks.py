@@ -5,7 +5,7 @@ tensor, so a forward pass is D-1 batched matmuls and a gradient step 2(D-1) more
 (the arms of a sweep, their pathways and their seeds). The inputs are the identity (one-hot items;
 in completion, the rows of the matrix), fed as rows as in `nn.Linear` (h = x W^T), so a chain's
 output is H = (W_D ... W_1)^T: item by output feature. Gradients are backpropagation written out,
-not autograd: no graph, nothing allocated per step beyond the activations.
+not autograd (no graph to build), each layer updated in place by one fused batched matmul.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def run(study: PathwaysStudy, out: str | Path) -> Tables:
     dev = sweep.device(study.runtime.device)
     progress = sweep.Progress("linear pathways", study.runtime.progress)
     modes = hierarchical_modes()
-    depths, onsets, seed_list = counts(c.depth, "depth"), counts(c.deficit_start, "deficit_start"), counts(c.seeds, "seeds")
+    depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")
+    onsets = counts(c.deficit_start, "deficit_start")
     with ExitStack() as stack:
         stack.enter_context(sweep.threads(study.runtime.threads))
         trunks, branches = {}, []
@@ -196,8 +197,8 @@ def _tables(c: PathwaysConfig, out: Path, depths: list[int], onsets: list[int], 
         measured = PathwaysBatch(finals, [None] * len(arms), [0] * len(arms), modes, c.lr, c.pathways,
                                  torch.device("cpu")).record().numpy()
         for a, ((seed, onset), rows) in enumerate(zip(arms, sim)):
-            base = {"depth": depth, "deficit_start": onset, "deficit_length": None if onset is None else c.deficit_length,
-                    "seed": seed}
+            base = {"depth": depth, "deficit_start": onset,
+                    "deficit_length": None if onset is None else c.deficit_length, "seed": seed}
             k_final = measured[a, 1:].reshape(c.pathways, 8)
             for m in range(8):
                 row = {**base, "mode": m + 1, "target": S[m]}
@@ -233,10 +234,11 @@ def _summary(results: pd.DataFrame, c: PathwaysConfig) -> pd.DataFrame:
     df["gap"] = pd.concat([(df[f"k_{x}"] - df[f"k_{x}_ode"]).abs() / df.target for x in letters], axis=1).max(axis=1)
     rows = []
     for (depth, onset, seed), arm in df.groupby(["depth", "deficit_start", "seed"]):
-        share = arm.k_b.sum() / arm.total.sum() if c.pathways > 1 else math.nan
         strong = arm[arm["mode"] == 1]
-        rows.append({"depth": depth, "deficit_start": onset, "seed": seed, "gated_share": share,
-                     "strong_mode_share": float(strong.k_b.iloc[0] / strong.total.iloc[0]) if c.pathways > 1 else math.nan,
+        gated = c.pathways > 1
+        rows.append({"depth": depth, "deficit_start": onset, "seed": seed,
+                     "gated_share": arm.k_b.sum() / arm.total.sum() if gated else math.nan,
+                     "strong_mode_share": strong.k_b.iloc[0] / strong.total.iloc[0] if gated else math.nan,
                      "loss": arm.loss.iloc[0], "ode_gap": arm.gap.max()})
     per_seed = pd.DataFrame(rows)
     summary = per_seed.groupby(["depth", "deficit_start"], as_index=False).agg(

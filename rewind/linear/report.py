@@ -32,13 +32,14 @@ def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path) 
                 color = colors((mode - 1) % 10)
                 ax.plot(rows.step, rows.k_a, color=color, lw=1.4, label="$K_a$" if mode == 1 else None)
                 if "k_b" in rows:
-                    ax.plot(rows.step, rows.k_b, color=color, lw=1.4, ls="--", label="$K_b$ (gated)" if mode == 1 else None)
+                    ax.plot(rows.step, rows.k_b, color=color, lw=1.4, ls="--",
+                            label="$K_b$ (gated)" if mode == 1 else None)
                     ax.plot(rows.step, rows.k_b_ode, color="black", lw=0.6, ls=":")
                 ax.plot(rows.step, rows.k_a_ode, color="black", lw=0.6, ls=":", label="ODE" if mode == 1 else None)
             if onset is not None:
                 ax.axvspan(onset, onset + c.deficit_length, color="gray", alpha=0.15)
-            title = f"D={depth}" + (f", {name} deficit ({onset}-{onset + c.deficit_length})" if onset is not None else "")
-            ax.set_title(title, fontsize=9)
+            window = "" if onset is None else f", {name} deficit ({onset}-{onset + c.deficit_length})"
+            ax.set_title(f"D={depth}{window}", fontsize=9)
             ax.set_xlabel("step")
             if col == 0:
                 ax.set_ylabel("path singular value $K_\\alpha$")
