@@ -11,6 +11,7 @@ import click
 
 from rewind import config as cfg
 from rewind.errors import UserError
+from rewind.linear import config as linear_config
 
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
@@ -18,16 +19,19 @@ _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime")
 
 
-def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS), with_file: bool = True) -> Callable:
+def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS), with_file: bool = True,
+                   schema: dict[str, type] | None = None) -> Callable:
     def decorate(fn: Callable) -> Callable:
-        return _config_options(fn, sections, with_file)
+        return _config_options(fn, sections, with_file, schema)
 
     return decorate
 
 
-def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool) -> Callable:
-    """Add `--config FILE` and one option per config field; unset options stay None (the file wins)."""
-    for name, (section, f) in reversed(list(cfg.all_fields().items())):
+def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool,
+                    schema: dict[str, type] | None = None) -> Callable:
+    """Add `--config FILE` and one option per config field (of `schema`, default `Config`'s); unset
+    options stay None (the file wins)."""
+    for name, (section, f) in reversed(list(cfg.all_fields(schema).items())):
         if section not in sections:
             continue
         flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
@@ -159,6 +163,62 @@ def stability(run: str, at: str, points: int, parallel: int, **options: Any) -> 
     table = run_stability(run, at, points, overrides=given(options), parallel=parallel)
     click.echo(_table([{"k": r["k"], "barrier": f"{100 * r['barrier']:.2f}%"} for r in table.to_dict("records")]))
     click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
+
+
+@cli.group()
+def linear() -> None:
+    """Critical periods in deep linear networks (Kleinman, Achille, Soatto, ICLR 2024)."""
+
+
+@linear.command("pathways")
+@config_options(tuple(linear_config.PATHWAYS), schema=linear_config.PATHWAYS)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/dln")
+def linear_pathways(config_file: str | None, out: str, **options: Any) -> None:
+    """Two pathways on the hierarchical task, pathway b gated over a window: one deficit-free trunk per
+    depth and seed, one branch per onset; simulated singular values beside the analytical solution.
+
+    \b
+    rewind linear pathways --depth 2,3,4 --deficit-start 0,400,750 --deficit-length 150 --out runs/dln
+    rewind linear pathways --config configs/linear_pathways.toml --out runs/dln   # 3 seeds
+    """
+    import pandas as pd
+
+    from rewind.linear import pathways
+
+    study = linear_config.load_pathways(config_file, given(options))
+    s = pathways.run(study, out).summary
+    click.echo(_table([{"depth": r["depth"], "deficit": "none" if pd.isna(r["deficit_start"]) else
+                        f"{r['deficit_start']}-{r['deficit_start'] + r['deficit_length']}",
+                        "gated share": f"{r['gated_share']:.3f}", "strongest mode": f"{r['strong_mode_share']:.3f}",
+                        "max |sim - ODE| / S": f"{r['ode_gap']:.1e}"} for r in s.to_dict("records")]))
+    _outputs(out, study.runtime.figures, "pathways_singular_values.png, pathways_share.png")
+
+
+@linear.command("completion")
+@config_options(tuple(linear_config.COMPLETION), schema=linear_config.COMPLETION)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/mc")
+def linear_completion(config_file: str | None, out: str, **options: Any) -> None:
+    """Matrix completion: task 1 for T_c steps (one trunk per depth and seed), then task 2 (one branch per
+    T_c); final task-2 error against T_c per depth.
+
+    \b
+    rewind linear completion --depth 1,2,3 --pretrain-steps 0,1k,5k,10k,20k,40k,60k,80k,100k --out runs/mc
+    rewind linear completion --config configs/linear_completion.toml --out runs/mc   # 3 seeds
+    """
+    from rewind.linear import completion
+
+    study = linear_config.load_completion(config_file, given(options))
+    tables = completion.run(study, out)
+    pivot = tables.summary.pivot(index="pretrain_steps", columns="depth", values="task2_error")
+    click.echo(_table([{"T_c": t, **{f"D={d}": f"{v:.4f}" for d, v in row.items()}}
+                       for t, row in pivot.iterrows()]))
+    click.echo("task-2 error: mean squared error over all entries")
+    _outputs(out, study.runtime.figures, "completion_error.png, completion_singular_values.png")
+
+
+def _outputs(out: str, figures: bool, pngs: str) -> None:
+    tables = f"tables: {Path(out) / 'results.csv'}, summary.csv, curves.csv"
+    click.echo(tables + (f"; figures: {pngs}" if figures else ""))
 
 
 @cli.group()

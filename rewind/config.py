@@ -282,9 +282,9 @@ OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats
                       "fisher_every", "fisher_examples")
 
 
-def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
-    """Every field name -> (section, field)."""
-    return {f.name: (section, f) for section, cls in SECTIONS.items() for f in fields(cls)}
+def all_fields(schema: dict[str, type] | None = None) -> dict[str, tuple[str, dataclasses.Field]]:
+    """Every field name -> (section, field), of `schema` (section -> dataclass; default: `Config`'s)."""
+    return {f.name: (section, f) for section, cls in (schema or SECTIONS).items() for f in fields(cls)}
 
 
 def dataset_identity(source: str) -> str:
@@ -431,16 +431,22 @@ def _unknown(key: str, known: list[str], where: str) -> UserError:
     return UserError(f"unknown config key {key!r} in {where}{hint}")
 
 
-def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> Config:
-    """Build a Config from `{section: {key: value}}` plus flat `overrides` (CLI flags win)."""
-    known = all_fields()
-    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config",
+                  schema: dict[str, type] | None = None, make: Any = None) -> Any:
+    """Build a Config from `{section: {key: value}}` plus flat `overrides` (CLI flags win).
+
+    Another set of sections (`schema`, section -> dataclass) builds `make(**sections)` instead:
+    the deep-linear studies keep their settings apart from the CNN trainer's.
+    """
+    schema = schema or SECTIONS
+    known = all_fields(schema)
+    values: dict[str, dict[str, Any]] = {s: {} for s in schema}
     for section, table in sections.items():
-        if section not in SECTIONS:
-            raise _unknown(section, list(SECTIONS), where)
+        if section not in schema:
+            raise _unknown(section, list(schema), where)
         if not isinstance(table, dict):
             raise UserError(f"[{section}] in {where} must be a table of key = value lines")
-        section_keys = [f.name for f in fields(SECTIONS[section])]
+        section_keys = [f.name for f in fields(schema[section])]
         for key, value in table.items():
             if key not in section_keys:
                 dotted = [f"{s}.{k}" for k, (s, _) in known.items()]
@@ -451,7 +457,7 @@ def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = N
             raise _unknown(key, list(known), "options")
         section, f = known[key]
         values[section][key] = _coerce(key, f, value, "options")
-    return Config(**{s: cls(**values[s]) for s, cls in SECTIONS.items()})
+    return (make or Config)(**{s: cls(**values[s]) for s, cls in schema.items()})
 
 
 def replicate(config: Config, r: int) -> Config:
@@ -460,9 +466,10 @@ def replicate(config: Config, r: int) -> Config:
     return config.with_values(model_seed=t.model_seed + r, order_seed=t.order_seed + r, aug_seed=t.aug_seed + r)
 
 
-def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file (if any), then `overrides`."""
-    return from_sections(_read(path), overrides, where=str(path) if path else "config")
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None, schema: dict[str, type] | None = None,
+         make: Any = None) -> Any:
+    """Defaults, then the TOML file (if any), then `overrides` (`schema`, `make`: as in `from_sections`)."""
+    return from_sections(_read(path), overrides, where=str(path) if path else "config", schema=schema, make=make)
 
 
 def given(path: str | Path | None, overrides: dict[str, Any]) -> set[str]:
@@ -482,9 +489,9 @@ def _read(path: str | Path | None) -> dict[str, Any]:
         raise UserError(f"config file {p} is not valid TOML: {e}") from None
 
 
-def to_toml(config: Config) -> str:
+def to_toml(config: Config | dict[str, dict[str, Any]]) -> str:
     lines = []
-    for section, table in config.to_dict().items():
+    for section, table in (config if isinstance(config, dict) else config.to_dict()).items():
         lines.append(f"[{section}]")
         for key, value in table.items():
             if value is not None:  # an optional field left to its default (TOML has no null)

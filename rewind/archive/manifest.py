@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -28,8 +29,10 @@ def versions() -> dict[str, str | None]:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:
-    """The commit of the rewind source tree, when it runs from a git checkout."""
+    """The commit of the rewind source tree, when it runs from a git checkout (asked once per process:
+    a sweep creates dozens of manifests)."""
     try:
         out = subprocess.run(["git", "-C", str(Path(rewind.__file__).parent), "rev-parse", "HEAD"],
                              capture_output=True, text=True, timeout=5)

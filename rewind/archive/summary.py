@@ -38,7 +38,8 @@ def describe(path: Path) -> str:
         f"status     {d.get('status')}",
         f"created    {d.get('created')}  by: {d.get('command')}",
         "versions   " + ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()),
-        f"config     {d.get('config_hash')}  ({d.get('iterations_per_epoch')} iterations per epoch)",
+        f"config     {d.get('config_hash')}"
+        + (f"  ({d['iterations_per_epoch']} iterations per epoch)" if "iterations_per_epoch" in d else ""),
         f"test acc   {_last_test(d)} final, "
         + (f"{100 * d['best_test_acc']:.2f}% best" if "best_test_acc" in d else "- best"),
         f"checkpoints ({len(held)}): {', '.join(map(str, held)) or 'none'}",
@@ -50,5 +51,6 @@ def describe(path: Path) -> str:
             bd = Manifest.read(b).data
             done = len([k for k in bd.get("files", {}) if k.endswith("mask.safetensors")])
             lines.append(f"  {b.parent.name}  {bd.get('kind')}  {bd.get('status')}  levels started: {done}")
-    lines += ["", "# resolved config", cfg.to_toml(cfg.from_sections(d["config"]))]
+    linear = str(d.get("kind", "")).startswith("linear-")  # sections of rewind.linear.config, stored resolved
+    lines += ["", "# resolved config", cfg.to_toml(d["config"] if linear else cfg.from_sections(d["config"]))]
     return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Settings of the deep-linear studies: frozen dataclass sections, one source for TOML keys and CLI flags.
+
+They share nothing with the CNN trainer's `Config` (no data, model or optimizer settings), so they
+are sections of their own (`[pathways]` or `[completion]`, and `[runtime]`) built with the same
+machinery (`rewind.config.load` with a schema): unknown keys are errors, every field is a flag.
+Step lists accept `1k` for 1000.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rewind import config as cfg
+from rewind.config import _f
+from rewind.errors import UserError
+
+_COUNT = re.compile(r"^(\d+)(k?)$")
+
+
+def counts(text: str, what: str, allow_k: bool = False) -> list[int]:
+    """'0,1k,5k' -> [0, 1000, 5000] (sorted, unique); `k` only where `allow_k`."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        m = _COUNT.match(part)
+        if not m or (m[2] and not allow_k):
+            example = "'0,1k,5k' (1k = 1000)" if allow_k else "'2,3,4'"
+            raise UserError(f"bad {what} {text!r}: write whole numbers separated by commas, e.g. {example}")
+        out.append(int(m[1]) * (1000 if m[2] else 1))
+    return sorted(set(out))
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise UserError(f"{name} must be positive, got {value}")
+
+
+def _at_least(minimum: int, **values: int) -> None:
+    for name, value in values.items():
+        if value < minimum:
+            raise UserError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _choices(section: Any) -> None:
+    for f in dataclasses.fields(section):
+        choices = f.metadata.get("choices")
+        if choices and getattr(section, f.name) not in choices:
+            raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {getattr(section, f.name)!r}")
+
+
+def _depths(text: str) -> list[int]:
+    depths = counts(text, "depth")
+    if not depths or min(depths) < 1:
+        raise UserError(f"depth must list depths of at least 1 (weight matrices per network), e.g. '2,3,4'; "
+                        f"got {text!r}")
+    return depths
+
+
+def _seeds(text: str) -> list[int]:
+    seeds = counts(text, "seeds")
+    if not seeds:
+        raise UserError("seeds must list at least one seed, e.g. '0' or '0,1,2'")
+    return seeds
+
+
+@dataclass(frozen=True)
+class PathwaysConfig:
+    depth: str = _f("2,3,4", "depths D (weight matrices per pathway), comma-separated; each depth and seed is a trunk")
+    deficit_start: str = _f("0,400,750", "onsets of the gating deficit (steps), comma-separated; each is a branch "
+                                         "from the deficit-free trunk's checkpoint there; empty = no deficit arms")
+    deficit_length: int = _f(150, "steps during which pathway b gets no gradient (its output still counts)")
+    steps: int = _f(1000, "full-batch gradient-descent steps of every arm")
+    lr: float = _f(0.01, "learning rate (loss: 0.5 * summed squared error over the 8 items)")
+    width: int = _f(100, "hidden width of each pathway")
+    pathways: int = _f(2, "parallel pathways whose outputs add; the deficit gates pathway b (the second)")
+    init: str = _f("balanced", "balanced: every layer aligned with the task's singular vectors, per-mode singular "
+                               "values k^(1/D) (the analytical solution applies exactly); gaussian: random layers",
+                   choices=("balanced", "gaussian"))
+    init_scale: float = _f(0.01, "initial per-mode singular value k of each pathway's end-to-end map "
+                                 "(balanced: k = init_scale * (1 + init_noise * N(0,1)); gaussian: its typical size)")
+    init_noise: float = _f(0.1, "balanced init: relative spread of k between modes")
+    seeds: str = _f("0", "seeds, comma-separated; a seed draws the init (k per mode, hidden bases)")
+    record_every: int = _f(10, "record per-mode singular values and the loss every this many steps "
+                               "(metrics.csv, curves.csv, TensorBoard)")
+    save_every: int = _f(0, "also checkpoint every this many steps (0: only at the onsets and the end)")
+
+    def __post_init__(self) -> None:
+        depths, starts = _depths(self.depth), counts(self.deficit_start, "deficit_start")
+        _seeds(self.seeds)
+        _positive(lr=self.lr, init_scale=self.init_scale)
+        _at_least(1, steps=self.steps, deficit_length=self.deficit_length, width=self.width,
+                  pathways=self.pathways, record_every=self.record_every)
+        _at_least(0, save_every=self.save_every)
+        if self.init_noise < 0:
+            raise UserError(f"init_noise must be >= 0, got {self.init_noise}")
+        _choices(self)
+        if starts and self.pathways < 2:
+            raise UserError("a gating deficit needs at least 2 pathways (it gates pathway b); "
+                            "set --pathways 2 or --deficit-start ''")
+        if starts and starts[-1] + self.deficit_length > self.steps:
+            raise UserError(f"deficit window {starts[-1]}-{starts[-1] + self.deficit_length} ends after the run's "
+                            f"{self.steps} steps; use a later --steps, an earlier --deficit-start or a shorter "
+                            "--deficit-length")
+        if self.init == "balanced" and self.width < 8 and max(depths) > 1:
+            raise UserError(f"a balanced init needs width >= 8 (the task's 8 modes), got {self.width}")
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    depth: str = _f("1,2,3", "depths D of the factorisation (N x N layers), comma-separated; each depth and seed "
+                             "is a trunk")
+    pretrain_steps: str = _f("0,1k,5k,10k,20k,40k,60k,80k,100k",
+                             "T_c: steps on task 1 before the switch to task 2, comma-separated (1k = 1000); each "
+                             "is a branch from the task-1 trunk's checkpoint there")
+    task2_steps: int = _f(30000, "steps on task 2 after the switch")
+    size: int = _f(100, "N: the target matrices are N x N")
+    task1_rank: int = _f(10, "rank of task 1's target")
+    task2_rank: int = _f(5, "rank of task 2's target (independent of task 1's)")
+    observations: int = _f(2000, "observed entries, the same for both tasks")
+    subset_observations: int = _f(0, "subset variant: task 1 is task 2's own matrix seen on only the first this "
+                                     "many of its observed entries (0 = off)")
+    init_scale: float = _f(1e-3, "end-to-end init scale: each layer N(0, init_scale^(2/D) / N)")
+    lr: float = _f(0.2, "learning rate (loss: 0.5 * mean squared error over the observed entries)")
+    seeds: str = _f("0", "seeds, comma-separated; a seed draws the targets, the observed entries and the init")
+    singular_values: int = _f(10, "top singular values of the end-to-end map to record")
+    record_every: int = _f(500, "record errors and singular values every this many steps")
+    save_every: int = _f(10000, "also checkpoint every this many steps, so a killed run resumes close to where "
+                                "it stopped (0: only at the T_c and the ends)")
+
+    def __post_init__(self) -> None:
+        _depths(self.depth)
+        _seeds(self.seeds)
+        if not counts(self.pretrain_steps, "pretrain_steps", allow_k=True):
+            raise UserError("pretrain_steps must list at least one T_c, e.g. '0,1k,5k'")
+        _positive(lr=self.lr, init_scale=self.init_scale)
+        _at_least(1, task2_steps=self.task2_steps, record_every=self.record_every, task1_rank=self.task1_rank,
+                  task2_rank=self.task2_rank, observations=self.observations, singular_values=self.singular_values)
+        _at_least(2, size=self.size)
+        _at_least(0, subset_observations=self.subset_observations, save_every=self.save_every)
+        n = self.size
+        for name in ("task1_rank", "task2_rank", "singular_values"):
+            if getattr(self, name) > n:
+                raise UserError(f"{name} {getattr(self, name)} is above N = {n} (--size)")
+        if self.observations > n * n:
+            raise UserError(f"observations {self.observations} is more than the {n * n} entries of an "
+                            f"{n} x {n} matrix")
+        if self.subset_observations >= self.observations:
+            raise UserError(f"subset_observations {self.subset_observations} must be below observations "
+                            f"{self.observations} (task 1 sees part of task 2's entries)")
+
+
+@dataclass(frozen=True)
+class LinearRuntimeConfig:
+    device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
+    progress: str = _f("lines", "progress: a line per trained group on stderr, or none", choices=("lines", "none"))
+    figures: bool = _f(True, "write the PNG figures (a few seconds; tables and TensorBoard are always written)")
+    threads: int = _f(0, "CPU threads of torch while training (0 = torch's default); the matrices are small, and "
+                         "on a busy machine 1 thread is often the fastest")
+
+    def __post_init__(self) -> None:
+        _choices(self)
+        _at_least(0, threads=self.threads)
+
+
+@dataclass(frozen=True)
+class PathwaysStudy:
+    pathways: PathwaysConfig = PathwaysConfig()
+    runtime: LinearRuntimeConfig = LinearRuntimeConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def with_values(self, **values: Any) -> "PathwaysStudy":
+        return cfg.from_sections(self.to_dict(), values, schema=PATHWAYS, make=PathwaysStudy)
+
+
+@dataclass(frozen=True)
+class CompletionStudy:
+    completion: CompletionConfig = CompletionConfig()
+    runtime: LinearRuntimeConfig = LinearRuntimeConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def with_values(self, **values: Any) -> "CompletionStudy":
+        return cfg.from_sections(self.to_dict(), values, schema=COMPLETION, make=CompletionStudy)
+
+
+PATHWAYS: dict[str, type] = {"pathways": PathwaysConfig, "runtime": LinearRuntimeConfig}
+COMPLETION: dict[str, type] = {"completion": CompletionConfig, "runtime": LinearRuntimeConfig}
+
+
+def load_pathways(path: str | None = None, overrides: dict[str, Any] | None = None) -> PathwaysStudy:
+    """Defaults, then the TOML file (if any), then `overrides` (flat field names)."""
+    return cfg.load(path, overrides, schema=PATHWAYS, make=PathwaysStudy)
+
+
+def load_completion(path: str | None = None, overrides: dict[str, Any] | None = None) -> CompletionStudy:
+    return cfg.load(path, overrides, schema=COMPLETION, make=CompletionStudy)
