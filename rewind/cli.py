@@ -107,12 +107,14 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
 @config_options(("data", "model", "train", "critical", "study", "runtime"))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def critical_period(config_file: str | None, out: str, **options: Any) -> None:
-    """Critical-period sweep: final accuracy against deficit removal point (or window start).
+    """Critical-period sweep: final accuracy against the switch point t (or window start).
 
     \b
-    rewind critical-period --deficit blur --removal 0,20,40,60,80ep --after 160ep --out runs/cp
+    rewind critical-period --deficit blur --switch-at 0,20,40,60,80ep --after 160ep --out runs/cp
     rewind critical-period --deficit blur --window 40ep --starts 0,20,40ep --after 80ep --out runs/cpw
-    rewind critical-period --deficit no-weight-decay --direction add --removal 0,10,20ep --out runs/wd
+    # weight decay on until t, then off, every arm 160 epochs in all (Golatkar et al.):
+    rewind critical-period --deficit no-weight-decay --direction normal-then-deficit --switch-at 0,10,20ep \\
+        --total-steps 160ep --out runs/wd
     """
     from rewind.critical import run
 
@@ -151,17 +153,26 @@ def stats(run: str, **options: Any) -> None:
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
-@click.option("--points", default=11, show_default=True, help="points on the linear path, endpoints included")
+@click.option("--points", default=30, show_default=True,
+              help="evenly spaced points on the linear path, endpoints included (30 in Frankle et al. 2020)")
+@click.option("--noise", type=click.Choice(("order-and-augmentation", "order-only")),
+              default="order-and-augmentation", show_default=True,
+              help="SGD noise between the two children: their own data order and augmentation seeds (Frankle "
+                   "et al. 2020), or their own data order only (the trunk's augmentation)")
+@click.option("--bn", type=click.Choice(("recompute", "interpolate")), default="recompute", show_default=True,
+              help="BatchNorm at each point: running statistics recomputed for the interpolated weights on "
+                   "fixed training batches, or interpolated with the weights")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
               help="train up to this many children together on one device (replica trainer); those of "
                    "later k join as the others reach k")
 @config_options(("runtime",), with_file=False)
-def stability(run: str, at: str, points: int, parallel: int, **options: Any) -> None:
+def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int, **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
     from rewind.analysis.studies import stability as run_stability
 
-    table = run_stability(run, at, points, overrides=given(options), parallel=parallel)
-    click.echo(_table([{"k": r["k"], "barrier": f"{100 * r['barrier']:.2f}%"} for r in table.to_dict("records")]))
+    table = run_stability(run, at, points, noise=noise, bn=bn, overrides=given(options), parallel=parallel)
+    click.echo(_table([{"k": r["k"], "noise": r["noise"], "bn": r["bn"], "barrier": f"{100 * r['barrier']:.2f}%"}
+                       for r in table.to_dict("records")]))
     click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
 
 

@@ -119,7 +119,13 @@ class TrainConfig:
 class PretrainConfig:
     pretrain: str = _f("none", "pre-training before iteration 0 of the main run; its weights become iteration 0",
                        choices=("none", "blur", "random-labels", "rotation", "subset"))
-    pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep' (0 = none)")
+    pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep', in epochs of the pre-training "
+                                    "data (a subset's epochs are shorter), as in OpenLTH (0 = none)")
+    pretrain_schedule: str = _f("offset", "offset: the pre-training's P iterations take the place of the schedule's "
+                                          "first P steps, so the main run continues it from step P (learning rate, "
+                                          "data order, augmentation) and ends where it ends, as OpenLTH's "
+                                          "train_start_step; restart: the main run trains the whole schedule",
+                                choices=("offset", "restart"))
     pretrain_lr: float = _f(0.1, "learning rate of the pre-training phase (constant; same momentum and decay)",
                             valid="positive")
     pretrain_optimizer: str = _f("same", "optimizer of the pre-training phase: same (as the main run's), sgd, adam, "
@@ -152,12 +158,19 @@ class ImpConfig:
 
 @dataclass(frozen=True)
 class CriticalConfig:
-    removal: str = _f("0,20,40,60,80ep", "critical period: deficit removal points (the deficit runs until each)")
-    after: str = _f("160ep", "critical period: training budget after each removal point or window")
-    window: str = _f("", "critical period: deficit window length; with it, --starts are swept instead of --removal")
+    switch_at: str = _f("0,20,40,60,80ep", "critical period: the points t swept, where each arm switches: the "
+                                           "deficit ends at t (deficit-then-normal) or begins at t (normal-then-deficit)")
+    direction: str = _f("deficit-then-normal", "critical period: what the network receives, in order: the deficit "
+                                               "until t, then normal training (Achille et al.), or normal training, "
+                                               "then the deficit from t. For no-weight-decay and no-augmentation the "
+                                               "deficit is the regulariser off: deficit-then-normal is 'off, then on'",
+                        choices=("deficit-then-normal", "normal-then-deficit"))
+    after: str = _f("160ep", "critical period: training after each switch point or window (Achille et al.); "
+                             "not used with --total-steps")
+    total_steps: str = _f("", "critical period: end every arm at this iteration instead, so that all train the "
+                              "same total (Golatkar et al.), e.g. '160ep'; empty: --after")
+    window: str = _f("", "critical period: deficit window length; with it, --starts are swept instead of --switch-at")
     starts: str = _f("0,20,40,60,80ep", "critical period: window start points (with --window)")
-    direction: str = _f("remove", "remove: deficit first, then normal training; add: normal first, then the deficit",
-                        choices=("remove", "add"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,10 @@ class WarmConfig:
     perturb_sigma: float = _f(0.01, "shrink-perturb: sigma", valid="nonnegative")
     reset_layers: str = _f("top-stage", "reset arm: layers re-initialised before phase two, comma-separated "
                                         "(e.g. 'blocks.8,fc'); top-stage = the last stage's blocks and fc")
+    warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "
+                                     "with: fresh (a fresh network's, as Ash & Adams's code, which copies only the "
+                                     "parameters into a new network) or trained (the first phase's)",
+                            choices=("fresh", "trained"))
 
 
 @dataclass(frozen=True)
@@ -233,6 +250,8 @@ class Config:
                 d[section].pop(key, None)  # at its default: archives made before the field keep their hash
         if self.pretrain.pretrain == "none":
             d["pretrain"] = {"pretrain": "none"}  # its other settings then change nothing
+        elif self.pretrain.pretrain_schedule == "restart":
+            del d["pretrain"]["pretrain_schedule"]  # how pre-trained archives made before the option trained
         return d
 
     def hash(self) -> str:
@@ -271,7 +290,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": 
                              "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
                              "warm": WarmConfig, "study": StudyConfig, "runtime": RuntimeConfig}
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "after",
-               "window", "stats_every", "stats_until", "fisher_every", "second_steps")
+               "total_steps", "window", "stats_every", "stats_until", "fisher_every", "second_steps")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
 # Fields added after archives were first made, left out of a trunk's identity while at their
 # defaults, so those archives keep their hash.
@@ -323,7 +342,7 @@ def _validate(config: Config) -> None:
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             _check_value(f, getattr(getattr(config, section), f.name))
-    for name in ("removal", "starts"):
+    for name in ("switch_at", "starts"):
         parts = [p.strip() for p in getattr(config.critical, name).split(",") if p.strip()]
         if not parts:
             raise UserError(f"{name} must list at least one step, e.g. '0,20,40ep'")
@@ -458,6 +477,27 @@ def from_sections(sections: dict[str, Any], overrides: dict[str, Any] | None = N
         section, f = known[key]
         values[section][key] = _coerce(key, f, value, "options")
     return (make or Config)(**{s: cls(**values[s]) for s, cls in schema.items()})
+
+
+def from_record(sections: dict[str, Any], overrides: dict[str, Any] | None = None,
+                where: str = "manifest") -> Config:
+    """A Config from the config a manifest records, also one written by an earlier rewind.
+
+    Settings renamed since are read under their new names, and a pre-trained archive that
+    predates `pretrain_schedule` is read as restart, the way it trained.
+    """
+    sections = {name: dict(table) if isinstance(table, dict) else table for name, table in sections.items()}
+    pre, crit = sections.get("pretrain", {}), sections.get("critical", {})
+    if pre.get("pretrain", "none") != "none":
+        pre.setdefault("pretrain_schedule", "restart")
+    if "removal" in crit:
+        crit["switch_at"] = crit.pop("removal")
+    if crit.get("direction") in _OLD_DIRECTIONS:
+        crit["direction"] = _OLD_DIRECTIONS[crit["direction"]]
+    return from_sections(sections, overrides, where)
+
+
+_OLD_DIRECTIONS = {"remove": "deficit-then-normal", "add": "normal-then-deficit"}
 
 
 def replicate(config: Config, r: int) -> Config:

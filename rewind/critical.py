@@ -1,15 +1,23 @@
 """Critical-period sweeps (Achille et al. 2019; Golatkar et al. 2019): when does a deficit hurt for good?
 
-Removal mode (`--removal 0,20,40ep`): one trunk trains with the deficit and saves a checkpoint at
-each removal point t; each continuation starts from the trunk's checkpoint t (weights, momentum,
-absolute learning-rate schedule and data order) and trains `--after` more without the deficit.
-With `--direction add` the trunk is normal and the continuations add the deficit from t on,
-which gives the "off, then on" arm of the regularisation-timing study.
+Each arm is named by what the network receives, in order (`--direction`):
+
+- deficit-then-normal (`--switch-at 0,20,40ep`): one trunk trains with the deficit and saves a
+  checkpoint at each switch point t; each continuation starts from the trunk's checkpoint t
+  (weights, momentum, absolute learning-rate schedule and data order) and trains without it;
+  Achille et al.'s deficit removal;
+- normal-then-deficit: the trunk is normal and the continuations have the deficit from t on.
+
+For the regularisers (`no-weight-decay`, `no-augmentation`) the deficit is the regulariser off,
+so deficit-then-normal is "weight decay off, then on" and normal-then-deficit "on, then off":
+Golatkar et al.'s two arms. `order_label` spells each sweep that way in results.csv and the plot.
 
 Window mode (`--window 40ep --starts 0,20ep`): the trunk is normal; each branch starts from the
-trunk at s, has the deficit during [s, s+window) and trains `--after` beyond the window.
+trunk at s, has the deficit during [s, s+window) and trains on beyond the window.
 
-The trunk is trained once; continuations are branches under it and never retrain it.
+Each arm trains `--after` beyond its switch point (or window), or, with `--total-steps`, to one
+common end, so that every arm trains the same total (as Golatkar et al.). The trunk is trained
+once; continuations are branches under it and never retrain it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from rewind.archive.run import open_run
 from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
+from rewind.train.pretrain import schedule_offset
 from rewind.train.segment import Segment, restore
 from rewind.train.trunk import Setup
 
@@ -57,19 +66,45 @@ def _spec(config: cfg.Config) -> str:
     return text
 
 
+# Regularisers whose deficit is their absence: during it the network receives them off.
+REGULARISERS = {"no-weight-decay": "weight decay", "no-augmentation": "augmentation"}
+
+
+def order_label(config: cfg.Config) -> str:
+    """What every arm of this sweep receives, in order, e.g. 'weight decay off-then-on' or 'blur-then-normal'."""
+    c, spec = config.critical, _spec(config)
+    kind = spec.split("(")[0]
+    mode = "window" if c.window.strip() else c.direction
+    if kind in REGULARISERS:
+        order = {"window": "on-off-on", "deficit-then-normal": "off-then-on", "normal-then-deficit": "on-then-off"}
+        return f"{REGULARISERS[kind]} {order[mode]}"
+    return {"window": f"normal-{spec}-normal", "deficit-then-normal": f"{spec}-then-normal",
+            "normal-then-deficit": f"normal-then-{spec}"}[mode]
+
+
 def plan_arms(config: cfg.Config, ipe: int) -> tuple[str, int, list[Arm]]:
     """(the trunk's deficit, the trunk's length, the continuations) for this sweep."""
     c, spec = config.critical, _spec(config)
     after = steps.parse(c.after, ipe, "after")
+    total = steps.parse(c.total_steps, ipe, "total_steps") if c.total_steps.strip() else None
+
+    def end(last_change: int) -> int:
+        if total is None:
+            return last_change + after
+        if total <= last_change:
+            raise UserError(f"--total-steps {c.total_steps} ({total} iterations) leaves no training after the "
+                            f"last switch point or window ({last_change} iterations); lengthen it")
+        return total
+
     if c.window.strip():
         width = steps.parse(c.window, ipe, "window")
         starts = points(c.starts, ipe, "starts")
-        arms = [Arm(s, f"{spec}:{s}it-{s + width}it", s + width + after) for s in starts]
+        arms = [Arm(s, f"{spec}:{s}it-{s + width}it", end(s + width)) for s in starts]
         return "", max(starts), arms
-    removals = points(c.removal, ipe, "removal")
-    if c.direction == "remove":
-        return f"{spec}:0it-", max(removals), [Arm(t, "", t + after) for t in removals]
-    return "", max(removals), [Arm(t, f"{spec}:{t}it-", t + after) for t in removals]
+    switches = points(c.switch_at, ipe, "switch_at")
+    if c.direction == "deficit-then-normal":
+        return f"{spec}:0it-", max(switches), [Arm(t, "", end(t)) for t in switches]
+    return "", max(switches), [Arm(t, f"{spec}:{t}it-", end(t)) for t in switches]
 
 
 def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
@@ -78,8 +113,8 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     r = config.study.replicates
     tables = [_one(cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}") for i in range(r)]
     df = pd.concat([t.assign(replicate=i) for i, t in enumerate(tables)])
-    key = "window_start" if config.critical.window.strip() else "removal"
-    summary = df.groupby([key, f"{key}_epoch"], as_index=False).agg(
+    key = "window_start" if config.critical.window.strip() else "switch_at"
+    summary = df.groupby([key, f"{key}_epoch", "order"], as_index=False).agg(
         final_test_acc_mean=("final_test_acc", "mean"), final_test_acc_std=("final_test_acc", "std"),
         replicates=("replicate", "count"))
     write_text(out / "results.csv", summary.to_csv(index=False))
@@ -88,16 +123,20 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
 
 
 def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
-    ipe = Setup.create(config.with_values(deficit="")).plan.iterations_per_epoch
+    data = trunk.load_data(config)
+    ipe = steps.iterations_per_epoch(len(data.train_y), config.train.batch_size)
+    # Arms end at iterations of the run; its schedule is longer by a pre-training that takes its place.
+    offset = schedule_offset(config, len(data.train_y))
     trunk_deficit, length, arms = plan_arms(config, ipe)
-    trunk_config = config.with_values(deficit=trunk_deficit, steps=f"{max(length, 1)}it")
+    label = order_label(config)
+    trunk_config = config.with_values(deficit=trunk_deficit, steps=f"{max(length, 1) + offset}it")
     trunk.train(trunk_config, root, extra_saves=tuple(a.start for a in arms))
     trunk_stage = runs.read(root).stage("trunk")
-    key = "window_start" if config.critical.window.strip() else "removal"
+    key = "window_start" if config.critical.window.strip() else "switch_at"
     with ExitStack() as stack:
         branches, segments = [], []
         for arm in arms:
-            arm_config = config.with_values(deficit=arm.deficit, steps=f"{arm.end}it")
+            arm_config = config.with_values(deficit=arm.deficit, steps=f"{arm.end + offset}it")
             setup = Setup.create(arm_config)
             identity = {"trunk": trunk_config.hash(), "deficit": arm.deficit, "start": arm.start, "end": arm.end}
             path = root / "branches" / f"critical-{arm.start}-{runs.identity_hash(identity)[:8]}"
@@ -112,8 +151,9 @@ def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
         rows = []
         for arm, branch, result in zip(arms, branches, results):
             branch.update(status="complete", final_test=result.final_test)
-            rows.append({key: arm.start, f"{key}_epoch": arm.start / ipe, "deficit": arm.deficit or trunk_deficit,
-                         "end": arm.end, "final_test_acc": result.final_test["acc"],
+            rows.append({key: arm.start, f"{key}_epoch": arm.start / ipe, "order": label,
+                         "deficit": arm.deficit or trunk_deficit, "end": arm.end,
+                         "final_test_acc": result.final_test["acc"],
                          "best_test_acc": result.best_test_acc})
     df = pd.DataFrame(rows)
     write_text(root / "arms.csv", df.to_csv(index=False))  # this trunk's arms; results.csv summarises replicates
@@ -127,11 +167,20 @@ def _plot(path: Path, df: pd.DataFrame, key: str, config: cfg.Config) -> None:
     ax = fig.subplots()
     yerr = 100 * df["final_test_acc_std"].fillna(0)
     ax.errorbar(df[f"{key}_epoch"], 100 * df["final_test_acc_mean"], yerr=yerr, marker="o", capsize=3)
-    what = "deficit window start (epoch)" if key == "window_start" else (
-        "deficit removal (epoch)" if config.critical.direction == "remove" else "deficit onset (epoch)")
-    ax.set_xlabel(what)
+    ax.set_xlabel(_switch_axis(config))
     ax.set_ylabel("final test accuracy (%)")
-    ax.set_title(f"critical period: {_spec(config)}")
+    ax.set_title(f"critical period: {order_label(config)}")
     ax.grid(True, alpha=0.3)
     save_png(fig, path)
 
+
+def _switch_axis(config: cfg.Config) -> str:
+    """The x axis in what the network receives: when the deficit or regulariser switches."""
+    c, spec = config.critical, _spec(config)
+    if c.window.strip():
+        return f"start of the {spec} window (epoch)"
+    first_deficit = c.direction == "deficit-then-normal"
+    kind = spec.split("(")[0]
+    if kind in REGULARISERS:
+        return f"epoch at which {REGULARISERS[kind]} is switched {'on' if first_deficit else 'off'}"
+    return f"epoch at which {spec} {'ends' if first_deficit else 'begins'}"

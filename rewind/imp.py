@@ -85,8 +85,9 @@ def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None)
     `--data` may name the trunk's dataset at another path.
     """
     d = runs.read_trunk(root).manifest.data
-    sections = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
-    held = cfg.from_sections(sections, where=str(root / "manifest.json"))
+    recorded = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
+    held = cfg.from_record(recorded, where=str(root / "manifest.json"))
+    sections = {k: v for k, v in held.to_dict().items() if k not in ("imp", "study", "runtime")}
     ipe = d["iterations_per_epoch"]
     given = given if given is not None else _not_default(config)
     trunk_values = _settings(held)

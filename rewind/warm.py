@@ -8,6 +8,9 @@ the same budget, with a fresh optimizer and a fresh learning-rate schedule, star
 - reset: the trunk's weights with the chosen layers re-initialised;
 - scratch: a fresh init (the baseline the others are compared with).
 
+The arms from the trunk's weights start with a fresh network's BatchNorm running statistics, as
+Ash & Adams's code does (`--warm-bn-stats fresh`), or with the trunk's (`trained`).
+
 All arms read the same first-phase checkpoint of the trunk; each is a branch under it.
 """
 
@@ -29,7 +32,7 @@ from rewind.train import trunk
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
-from rewind.train.warmstart import reset_layers, shrink_perturb
+from rewind.train.warmstart import fresh_bn_statistics, reset_layers, shrink_perturb
 
 ARMS = ("warm", "shrink-perturb", "reset", "scratch")
 
@@ -48,7 +51,9 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
         for arm in ARMS:
             identity = {"trunk": first.hash(), "arm": arm, "second": second.hash(),
                         **({"lam": w.shrink, "sigma": w.perturb_sigma} if arm == "shrink-perturb" else {}),
-                        **({"reset": w.reset_layers} if arm == "reset" else {})}
+                        **({"reset": w.reset_layers} if arm == "reset" else {}),
+                        # trained statistics: the identity the arms had before the option
+                        **({"bn_stats": "fresh"} if arm != "scratch" and w.warm_bn_stats == "fresh" else {})}
             path = out / "branches" / f"warm-{arm}-{runs.identity_hash(identity)[:8]}"
             branch = stack.enter_context(open_run(path, "warm-start", second.to_dict(), identity))
             state = setup.state(_start(setup, arm, first_weights, config))
@@ -59,8 +64,8 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
         rows = []
         for arm, branch, result in zip(ARMS, branches, results):
             branch.update(status="complete", final_test=result.final_test)
-            rows.append({"arm": arm, "final_test_acc": result.final_test["acc"],
-                         "best_test_acc": result.best_test_acc})
+            rows.append({"arm": arm, "bn_stats": "fresh" if arm == "scratch" else w.warm_bn_stats,
+                         "final_test_acc": result.final_test["acc"], "best_test_acc": result.best_test_acc})
     table = pd.DataFrame(rows)
     scratch = table.set_index("arm").loc["scratch", "final_test_acc"]
     table["gap_to_scratch"] = table["final_test_acc"] - scratch
@@ -90,4 +95,6 @@ def _start(setup: Setup, arm: str, first_weights, config: cfg.Config):
         shrink_perturb(model, fresh, config.warm.shrink, config.warm.perturb_sigma)
     elif arm == "reset":
         reset_layers(model, fresh, layers_to_reset(config, model))
+    if config.warm.warm_bn_stats == "fresh":
+        fresh_bn_statistics(model, fresh)
     return model

@@ -51,6 +51,19 @@ def test_hand_built_state_dicts_give_known_values():
     assert stats["dist_final_l2"] == 0 and stats["sign_diff_final"] == 0
     assert stats["bn_gamma_mean"] == 1.0 and stats["bn_gamma_std"] == 0.5  # population std
     assert stats["layer/fc/sign_diff_init"] == 0.5 and stats["layer/bn/bn_gamma_mean"] == 1.0
+    # Cosine similarity: <w1, w0> = 1 - 1 - 4 + 4 = 0, so orthogonal to init; 1 against itself.
+    assert stats["cos_init"] == 0.0 and stats["cos_final"] == 1.0 and stats["layer/fc/cos_init"] == 0.0
+
+
+def test_cosine_similarity_of_a_constructed_network():
+    """Two layers: one at 60 degrees from its reference, one reversed; the whole network pools them."""
+    ref = {"a.weight": torch.tensor([[1.0, 0.0]]), "b.weight": torch.tensor([[0.0, 2.0]])}
+    w = {"a.weight": torch.tensor([[1.0, 3.0 ** 0.5]]), "b.weight": torch.tensor([[0.0, -1.0]])}
+    stats = early.to_floats(early.cosine(w, ref, "init"))
+    assert stats["layer/a/cos_init"] == pytest.approx(0.5) and stats["layer/b/cos_init"] == -1.0
+    # <w, ref> = 1 - 2 = -1; ||w|| = sqrt(4 + 1), ||ref|| = sqrt(1 + 4)
+    assert stats["cos_init"] == pytest.approx(-1 / 5)
+    assert early.to_floats(early.cosine(ref, ref, "init"))["cos_init"] == 1.0
 
 
 def test_prunable_weights_of_a_state_dict_are_the_models_prunable_weights():
@@ -65,11 +78,14 @@ def test_table_has_one_row_per_checkpoint_and_zero_distance_at_init(trunk, repor
     layers = [early.layer_of(n) for n in models.prunable(models.build("resnet8", width=8))]
     expected = ["step", "epoch", "test_acc", "test_loss", *early.STATISTICS]
     expected += [f"layer/{layer}/{stat}" for layer in layers
-                 for stat in ("mean_abs_w", "dist_init_l2", "sign_diff_init", "dist_final_rel", "grad_norm")]
+                 for stat in ("mean_abs_w", "dist_init_l2", "sign_diff_init", "cos_init", "cos_final",
+                              "dist_final_rel", "grad_norm")]
     assert not set(expected) - set(table.columns)
     first, last = table.iloc[0], table.iloc[-1]
     assert first.dist_init_l2 == 0 and first.dist_init_rel == 0 and first.sign_diff_init == 0
+    assert first.cos_init == 1.0 and last.cos_final == 1.0 and first[f"layer/{layers[0]}/cos_init"] == 1.0
     assert last.dist_final_l2 == 0 and last.sign_diff_final == 0
+    assert (table.cos_init.diff().iloc[1:] < 0).all()  # turning away from init, step by step
     assert (table.dist_init_l2.iloc[1:] > 0).all() and (table.sign_diff_init.iloc[1:] > 0).all()
     # Whole-network values pool the layers: L2 is the root of the summed squares.
     per_layer = [table[f"layer/{layer}/grad_norm"] ** 2 for layer in layers]
@@ -119,7 +135,8 @@ def test_online_hook_logs_the_same_statistics_as_the_table(trunk):
     assert given.rows["early", 10] == log.rows["early", 10]  # init given (as when resuming) or copied at 0
     assert log.rows["early", 0]["dist_init_l2"] == 0 and "grad_norm_last_batch" not in log.rows["early", 0]
     table = early_phase_table(root, steps=[10], evaluate_missing=False).iloc[0]
-    for stat in ("mean_abs_w", "dist_init_l2", "dist_init_rel", "sign_diff_init", "bn_gamma_std"):
+    assert log.rows["early", 0]["cos_init"] == 1.0
+    for stat in ("mean_abs_w", "dist_init_l2", "dist_init_rel", "sign_diff_init", "cos_init", "bn_gamma_std"):
         assert log.rows["early", 10][stat] == pytest.approx(table[stat], rel=1e-5)
     # At step 1 it is the gradient SGD took at iteration 0: init weights, batch 0.
     expected = early.grad_norm(setup.new_model(), init, *state.loader.batch(0))["grad_norm"]
@@ -215,9 +232,27 @@ def test_barrier_is_the_rise_above_the_mean_of_the_endpoints(monkeypatch):
     assert curve.barrier == pytest.approx(0.25)
 
 
+def test_interpolated_batchnorm_statistics_are_used_as_they_are(monkeypatch):
+    """bn='interpolate': each point is evaluated with lerp(a, b, alpha) of the running statistics, none recomputed."""
+    seen = []
+
+    def record(model, *args, **kw):
+        seen.append(float(model.bn.running_mean.mean()))
+        return {"acc": 0.5, "loss": 1.0}
+
+    monkeypatch.setattr(lmc, "evaluate", record)
+    monkeypatch.setattr(lmc, "recompute_bn", lambda model, batches: pytest.fail("statistics recomputed"))
+    a, b = models.build("resnet8", 8, 10, 0).state_dict(), models.build("resnet8", 8, 10, 1).state_dict()
+    b["bn.running_mean"] = torch.full_like(b["bn.running_mean"], 4.0)
+    curve = lmc.barrier(lambda: models.build("resnet8", 8, 10, 0), a, b, [], torch.zeros(1), torch.zeros(1), None,
+                        points=5, bn="interpolate")
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0] and set(curve.frame().bn) == {"interpolate"}
+
+
 def test_children_endpoints_and_barrier(trunk):
     config, root = trunk
     setup, (c1, c2) = lmc.train_children(root, 20, order_seeds=(1, 2))
+    assert (c1.order_seed, c1.aug_seed, c2.order_seed, c2.aug_seed) == (1, 1, 2, 2)
     assert not torch.equal(c1.weights["fc.weight"], c2.weights["fc.weight"])
     loader = setup.state(setup.new_model()).loader
     batches, normalize = lmc.bn_batches_from(loader, 5), loader.normalize
@@ -249,7 +284,8 @@ def test_child_with_the_trunks_seed_and_momentum_reproduces_the_trunk(trunk, tmp
     config, root = trunk
     run, setup = reopen(root)
     with open_run(tmp_path / "branch", "lmc", config.to_dict(), config.experiment_dict()) as branch:
-        [state] = lmc.child_states(run, setup, 20, order_seeds=(config.train.order_seed,), keep_momentum=True)
+        seeds = [(config.train.order_seed, config.train.aug_seed)]
+        [state] = lmc.child_states(run, setup, 20, seeds, keep_momentum=True)
         train_segments([Segment(state, branch.stage("child_0"), 20, setup.test, "none")])
         stage = branch.stage("child_0")
         assert stage.steps()[-1] == 40 and (stage.dir / "metrics.csv").exists()

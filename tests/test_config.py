@@ -39,10 +39,10 @@ def test_unknown_key_names_it_and_the_nearest_valid_one(tmp_path):
         cfg.load(path)
 
 
-@pytest.mark.parametrize("removal", ["", ",", "0,2x"])
-def test_bad_removal_lists_are_refused(removal):
-    with pytest.raises(UserError, match="removal"):
-        cfg.load(None, {"removal": removal})
+@pytest.mark.parametrize("switch_at", ["", ",", "0,2x"])
+def test_bad_switch_lists_are_refused(switch_at):
+    with pytest.raises(UserError, match="switch_at"):
+        cfg.load(None, {"switch_at": switch_at})
 
 
 def test_bad_values_are_refused(tmp_path):
@@ -84,7 +84,7 @@ def test_shipped_configs_resolve_to_their_schedules(name, examples, total, miles
     assert (plan.total, plan.milestones) == (total, milestones)
 
 
-def test_critical_period_smoke_config_sweeps_four_removal_points():
+def test_critical_period_smoke_config_sweeps_four_switch_points():
     from rewind import critical
 
     config = cfg.load("configs/critical_period_smoke.toml")
@@ -169,3 +169,16 @@ def test_recipes_of_the_other_papers_match_their_protocols():
     berariu = cfg.load("configs/resnet18_cifar10_plasticity.toml")
     assert (berariu.model.width, berariu.train.optimizer, berariu.train.steps, berariu.warm.second_steps) == (
         0, "adam", "350ep", "500ep")
+
+
+def test_archives_made_before_the_renames_read_as_they_trained():
+    recorded = cfg.Config().to_dict()
+    recorded["critical"] = {"removal": "0,10ep", "after": "20ep", "direction": "add"}
+    del recorded["pretrain"]["pretrain_schedule"]
+    recorded["pretrain"].update(pretrain="blur", pretrain_steps="5ep")
+    config = cfg.from_record(recorded)
+    assert (config.critical.switch_at, config.critical.direction) == ("0,10ep", "normal-then-deficit")
+    # A pre-trained archive from before the option restarted the schedule, and keeps its hash.
+    assert config.pretrain.pretrain_schedule == "restart"
+    assert "pretrain_schedule" not in config.experiment_dict()["pretrain"]
+    assert "pretrain_schedule" in config.with_values(pretrain_schedule="offset").experiment_dict()["pretrain"]

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from rewind import models
 from rewind.analysis.fisher import choose_examples, fisher_trace, sample_labels
 from rewind.errors import UserError
-from rewind.train.warmstart import reset_layers, shrink_perturb
+from rewind.train.warmstart import fresh_bn_statistics, reset_layers, shrink_perturb
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,3 +101,17 @@ def test_reset_layers_copies_exactly_the_chosen_layers():
         reset_layers(model, fresh, ["blocks.9"])
     with pytest.raises(UserError, match="does not match"):
         reset_layers(model, _model(1, num_classes=4), ["fc"])
+
+
+def test_fresh_bn_statistics_copies_exactly_the_fresh_buffers():
+    """Ash & Adams's warm start: the trained parameters, with a fresh network's running statistics."""
+    model, fresh = _model(0), _model(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh.bn.num_batches_tracked.fill_(7)
+    copied = fresh_bn_statistics(model, fresh)
+    buffers = {k for k, _ in model.named_buffers()}
+    assert set(copied) == buffers and any(k.endswith("num_batches_tracked") for k in copied)
+    fresh_state = fresh.state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh_state[k] if k in buffers else before[k]), k
+

@@ -199,6 +199,15 @@ def test_phases_are_active_exactly_on_start_to_end(kind):
         assert not (torch.equal(x, xp) and torch.equal(y, yp)), it
 
 
+def test_windows_follow_the_run_and_batches_its_schedule_position():
+    """After a pre-training, run iteration t draws the loader's batch of schedule step P + t; a
+    deficit window stays on the run's own iterations."""
+    loader, schedule = _loader(), _schedule("vertical-flip:0it-5it")
+    flipped, plain = schedule.batch(loader, 2, position=12), schedule.batch(loader, 6, position=16)
+    assert torch.equal(flipped[0], loader.batch(12)[0].flip(-2)) and torch.equal(flipped[1], loader.batch(12)[1])
+    assert all(torch.equal(a, b) for a, b in zip(plain, loader.batch(16)))
+
+
 def test_phases_combine():
     loader = _loader()
     x, y = _schedule("vertical-flip", "label-permutation(seed=3)", "no-augmentation").batch(loader, 1)

@@ -45,8 +45,8 @@ def setup(steps: int = 20, **overrides) -> Setup:
 class AsDouble:
     """A phase transform that feeds float64 batches (see the module docstring)."""
 
-    def batch(self, loader, iteration):
-        x, y = loader.batch(iteration)
+    def batch(self, loader, iteration, position):
+        x, y = loader.batch(position)
         return x.double(), y
 
     def weight_decay_factor(self, iteration):

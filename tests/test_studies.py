@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from rewind import critical, imp
+from rewind import critical, imp, models
 from rewind.archive import run as runs
+from rewind.errors import UserError
 from rewind.prune import masks as M
-from rewind.train.trunk import train
+from rewind.train.trunk import Setup, train
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 SHORT = dict(steps="60it", lr_milestones="40it", eval_every="20it", rewind_iter="20it", levels=1)
 
 
@@ -37,7 +39,7 @@ def load(root, stage, step):
 
 @pytest.mark.parametrize("mode", ["blur", "rotation", "random-labels", "subset"])
 def test_pretrained_weights_are_the_trunks_iteration_0(tmp_path, cache, mode):
-    config = tiny_config(data_dir=cache, steps="20it", pretrain=mode, pretrain_steps="20it")
+    config = tiny_config(data_dir=cache, steps="40it", pretrain=mode, pretrain_steps="20it")  # main run: 20
     train(config, tmp_path / "run")
     pre = runs.read(tmp_path / "run").stage("trunk/pretrain")
     assert pre.steps()[-1] == 20
@@ -51,6 +53,55 @@ def test_pretrained_weights_are_the_trunks_iteration_0(tmp_path, cache, mode):
     fresh = tiny_config(data_dir=cache, steps="20it")
     train(fresh, tmp_path / "fresh")
     assert not torch.equal(load(tmp_path / "fresh", "trunk", 0)["conv.weight"], trunk0["conv.weight"])
+
+
+def test_pretraining_takes_the_place_of_the_first_schedule_steps(tmp_path, cache):
+    """OpenLTH's train_start_step: after P pre-training iterations, main-run step t trains with the
+    learning rate and batch of schedule step P + t, and the run ends where the schedule ends (T)."""
+    from rewind.analysis.archive import reopen
+    from rewind.analysis.lmc import child_seeds, child_states
+
+    P, T = 10, 30
+    plain = tiny_config(data_dir=cache, steps=f"{T}it", lr_milestones="15it", eval_every="20it")
+    config = plain.with_values(pretrain="blur", pretrain_steps=f"{P}it")
+    train(config, tmp_path / "run")
+    run = runs.read(tmp_path / "run")
+    assert run.stage("trunk/pretrain").steps()[-1] == P
+    assert run.stage("trunk").steps()[-1] == T - P and run.manifest.data["total_iterations"] == T - P
+    assert run.manifest.data["schedule_offset"] == P
+    schedule = Setup.create(plain).plan  # the schedule of a run without pre-training
+    main = Setup.create(config)
+    assert [main.plan.lr_at(t) for t in range(T - P)] == [schedule.lr_at(P + t) for t in range(T - P)]
+    plain_state, state = Setup.create(plain).state(main.new_model()), main.state(main.new_model())
+    for t in (0, 13):
+        assert all(torch.equal(a, b) for a, b in zip(state.batch(t), plain_state.batch(P + t)))
+
+    def lr_used(stage, step):  # the learning rate of the step before `step`, as the optimizer held it
+        return stage.load(step, with_state=True).state["optimizer"]["param_groups"][0]["lr"]
+
+    trunk = run.stage("trunk")
+    assert [lr_used(trunk, s) for s in (5, 10, 20)] == [schedule.lr_at(P + s - 1) for s in (5, 10, 20)]
+    assert lr_used(trunk, 10) == pytest.approx(0.005)  # schedule step 19 is past the milestone at 15
+    # Branches of the trunk follow the same plan: an IMP level rewound to 10 and a stability child.
+    [level] = imp.run(config.with_values(levels=1, rewind_iter="10", save_every="5it"), from_=tmp_path / "run")
+    stage = runs.read(level.branch).stage("level_01")
+    assert stage.steps()[-1] == T - P and lr_used(stage, 15) == schedule.lr_at(P + 14) == pytest.approx(0.005)
+    reopened, setup = reopen(tmp_path / "run")
+    [child, _] = child_states(reopened, setup, 10, child_seeds("order-and-augmentation", 0))
+    assert (child.plan.offset, child.plan.total) == (P, T - P)
+    # The old behaviour as an option: the whole schedule after the pre-training.
+    restart = Setup.create(config.with_values(pretrain_schedule="restart")).plan
+    assert restart.total == T and [restart.lr_at(t) for t in range(T)] == [schedule.lr_at(t) for t in range(T)]
+    assert config.hash() != config.with_values(pretrain_schedule="restart").hash()
+    assert plain.hash() == plain.with_values(pretrain_schedule="restart").hash()  # no pre-training: no change
+
+
+def test_pretraining_steps_count_epochs_of_the_pretraining_data():
+    from rewind.train.pretrain import pretrain_plan, schedule_offset
+
+    subset = tiny_config(pretrain="subset", pretrain_subset=0.5, pretrain_steps="2ep")  # 500 examples, batch 32
+    assert pretrain_plan(subset, 1000).total == 2 * 16 == schedule_offset(subset, 1000)
+    assert schedule_offset(subset.with_values(pretrain="blur"), 1000) == 2 * 32
 
 
 def test_parallel_replicates_match_sequential_ones(tmp_path, cache):
@@ -115,15 +166,47 @@ def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
     assert code == 0, err
     table = pd.read_csv(root / "trunk" / "analysis" / "instability.csv")
     assert table.k.tolist() == [20, 40]
+    # By default each child has its own data order and augmentation seeds, and the table says which.
+    assert set(table.noise) == {"order-and-augmentation"} and set(table.bn) == {"recompute"}
+    seeds = table[["order_seed_a", "aug_seed_a", "order_seed_b", "aug_seed_b"]].values.tolist()
+    assert seeds == [[1, 1, 2, 2]] * 2
     for k, barrier in zip(table.k, table.barrier):
         [branch] = (root / "branches").glob(f"stability-k{k}-*")
         curve = pd.read_csv(branch / "interpolation.csv")
-        assert len(curve) == 3
+        assert len(curve) == 3 and set(curve.bn) == {"recompute"}
         error = curve.test_error
         assert barrier == pytest.approx(max(0, error.max() - (error.iloc[0] + error.iloc[-1]) / 2))
-    code, _, err = run_cli(["stability", str(root), "--at", "20", "--points", "3", "--progress", "none"], capsys)
-    assert code == 0 and pd.read_csv(root / "trunk" / "analysis" / "instability.csv").k.tolist() == [20, 40]
+    # Again at k=20, interpolating the BatchNorm statistics, with the default points: the same
+    # children (no new branch), their path measured at 30 points, both curves kept.
+    code, _, err = run_cli(["stability", str(root), "--at", "20", "--bn", "interpolate", "--progress", "none"], capsys)
+    table = pd.read_csv(root / "trunk" / "analysis" / "instability.csv")
+    assert code == 0, err
+    assert list(zip(table.k, table.bn, table.points)) == [(20, "interpolate", 30), (20, "recompute", 3),
+                                                          (40, "recompute", 3)]
+    [branch] = (root / "branches").glob("stability-k20-*")
+    curves = pd.read_csv(branch / "interpolation.csv")
+    assert (curves.bn == "interpolate").sum() == 30 and (curves.bn == "recompute").sum() == 3
     assert len(list((root / "branches").glob("stability-k20-*/child_1/checkpoints/*.safetensors"))) > 0
+
+
+def test_stability_children_draw_their_own_crops(archive):
+    """Frankle et al.'s SGD noise: the two children see other crops and flips of an example in an epoch."""
+    from rewind.analysis import lmc
+    from rewind.analysis.archive import reopen
+
+    _, root, _ = archive
+    run, setup = reopen(root)
+    seeds = lmc.child_seeds("order-and-augmentation", setup.config.train.aug_seed)
+    a, b = (s.loader for s in lmc.child_states(run, setup, 20, seeds))
+    for epoch in (0, 3):
+        (crop_a, flip_a), (crop_b, flip_b) = a.augmentation_draws(epoch), b.augmentation_draws(epoch)
+        differ = (crop_a != crop_b).any(1) | (flip_a != flip_b)
+        assert differ.float().mean() > 0.95  # two draws of 81 crops x 2 flips agree for 1 example in 162
+    assert not torch.equal(a.order(0), b.order(0))
+    # Order-only noise: each example's crop and flip are the trunk's, in another order.
+    c, d = (s.loader for s in lmc.child_states(run, setup, 20, lmc.child_seeds("order-only", 0)))
+    assert all(torch.equal(x, y) for x, y in zip(c.augmentation_draws(3), d.augmentation_draws(3)))
+    assert not torch.equal(c.order(3), d.order(3))
 
 
 def stacked_sizes(monkeypatch) -> list[int]:
@@ -159,9 +242,10 @@ def test_parallel_stability_children_match_sequential_ones(archive, tmp_path, ca
 
 
 def test_critical_period_sweep_trains_the_trunk_once(tmp_path, cache):
-    config = tiny_config(data_dir=cache, deficit="blur(size=4)", removal="0,20,40it", after="20it", lr_milestones="")
+    config = tiny_config(data_dir=cache, deficit="blur(size=4)", switch_at="0,20,40it", after="20it", lr_milestones="")
     summary = critical.run(config, tmp_path / "cp")
-    assert summary.removal.tolist() == [0, 20, 40] and summary.replicates.tolist() == [1, 1, 1]
+    assert summary.switch_at.tolist() == [0, 20, 40] and summary.replicates.tolist() == [1, 1, 1]
+    assert set(summary.order) == {"blur(size=4)-then-normal"}
     assert (tmp_path / "cp" / "results.png").exists()
     manifest = json.loads((tmp_path / "cp" / "manifest.json").read_text())
     assert manifest["config"]["train"]["deficit"] == "blur(size=4):0it-" and manifest["total_iterations"] == 40
@@ -172,14 +256,39 @@ def test_critical_period_sweep_trains_the_trunk_once(tmp_path, cache):
         assert runs.read(branch).stage("continuation").steps()[-1] == t + 20
 
 
+def test_regulariser_arms_are_named_in_the_order_the_network_saw_them(tmp_path, cache):
+    """--deficit no-weight-decay, deficit first: weight decay off until t, then on, to one total length."""
+    config = tiny_config(data_dir=cache, deficit="no-weight-decay", switch_at="0,10it", total_steps="20it",
+                         lr_milestones="", eval_every="10it")
+    critical.run(config, tmp_path / "wd")
+    results = pd.read_csv(tmp_path / "wd" / "results.csv")
+    assert results.switch_at.tolist() == [0, 10] and results.order.tolist() == ["weight decay off-then-on"] * 2
+
+    def decay(stage, step):  # the weight decay of the step before `step`, as the optimizer held it
+        return stage.load(step, with_state=True).state["optimizer"]["param_groups"][0]["weight_decay"]
+
+    assert decay(runs.read(tmp_path / "wd").stage("trunk"), 10) == 0.0  # off before t = 10
+    for t in (0, 10):
+        [branch] = (tmp_path / "wd" / "branches").glob(f"critical-{t}-*")
+        continuation = runs.read(branch).stage("continuation")
+        assert continuation.steps()[-1] == 20 and decay(continuation, 20) == config.train.weight_decay  # then on
+
+
 def test_critical_period_windows_and_points():
     config = tiny_config(deficit="blur", window="10it", starts="0,20it", after="30it")
     trunk_deficit, length, arms = critical.plan_arms(config, 16)
     assert trunk_deficit == "" and length == 20
     assert [(a.start, a.deficit, a.end) for a in arms] == [(0, "blur:0it-10it", 40), (20, "blur:20it-30it", 60)]
     assert critical.points("0,20,40,60,80ep", 391) == [0, 7820, 15640, 23460, 31280]
-    added = critical.plan_arms(tiny_config(deficit="no-weight-decay", removal="0,5ep", direction="add"), 16)
+    on_then_off = tiny_config(deficit="no-weight-decay", switch_at="0,5ep", direction="normal-then-deficit")
+    added = critical.plan_arms(on_then_off, 16)
     assert added[0] == "" and [a.deficit for a in added[2]] == ["no-weight-decay:0it-", "no-weight-decay:80it-"]
+    assert critical.order_label(on_then_off) == "weight decay on-then-off"
+    # A fixed total: every arm ends at the same iteration, whatever its switch point (Golatkar et al.).
+    fixed = critical.plan_arms(on_then_off.with_values(total_steps="10ep"), 16)[2]
+    assert [(a.start, a.end) for a in fixed] == [(0, 160), (80, 160)]
+    with pytest.raises(UserError, match="total-steps"):
+        critical.plan_arms(on_then_off.with_values(total_steps="5ep"), 16)
 
 
 def test_train_with_a_deficit_window_and_a_bad_one(tmp_path, cache, capsys):
@@ -207,11 +316,19 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
     table = warm.run(config, tmp_path / "ws")
     assert table.arm.tolist() == ["warm", "shrink-perturb", "reset", "scratch"]
     assert table.set_index("arm").loc["scratch", "gap_to_scratch"] == 0.0
+    assert set(table.bn_stats) == {"fresh"}
     first = load(tmp_path / "ws", "trunk", 30)
     start = {arm: runs.read(p).stage("second").load(0).tensors
              for arm in ("warm", "shrink-perturb", "reset", "scratch")
              for p in (tmp_path / "ws" / "branches").glob(f"warm-{arm}-*")}
-    assert all(torch.equal(start["warm"][k], v) for k, v in first.items())
+    # The trunk's parameters, with a fresh network's BatchNorm statistics (Ash & Adams's code).
+    fresh = models.build("resnet8", 8, 10, 0).state_dict()
+    for k, v in first.items():
+        assert torch.equal(start["warm"][k], fresh[k] if k.endswith(BN_BUFFERS) else v), k
+    # `trained` keeps the trunk's statistics: the warm arm starts as the trunk ended.
+    setup = Setup.create(config.with_values(steps="30it"))
+    kept = warm._start(setup, "warm", first, config.with_values(warm_bn_stats="trained")).state_dict()
+    assert all(torch.equal(kept[k].cpu(), v) for k, v in first.items())
     assert not torch.equal(start["scratch"]["conv.weight"], first["conv.weight"])
     w, sp = first["conv.weight"], start["shrink-perturb"]["conv.weight"]
     assert (sp - 0.6 * w).abs().max() < 0.01 * 4  # sigma * a fresh kaiming draw is small
@@ -219,7 +336,9 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
                                                                          first["blocks.1.conv1.weight"])
     for name in ("blocks.2.conv1.weight", "fc.weight"):  # resnet8's top stage is blocks.2
         assert not torch.equal(start["reset"][name], first[name])
-    assert warm.layers_to_reset(tiny_config(model="resnet20")) == ["blocks.6", "blocks.7", "blocks.8", "fc"]
+    r20 = tiny_config(model="resnet20")
+    assert warm.layers_to_reset(r20, models.build("resnet20", 16, 10, seed=0)) == ["blocks.6", "blocks.7", "blocks.8",
+                                                                                   "fc"]
     trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["train"]
     assert trunk_config["deficit"] == "subset(fraction=0.5,seed=0):0it-"  # the first phase saw half the data
 
@@ -242,7 +361,7 @@ def test_parallel_warm_start_arms_match_sequential_ones(tmp_path, cache, monkeyp
 
 def test_parallel_continuations_from_different_removal_points(tmp_path, cache):
     """Continuations that start at different iterations train together, each on its own iterations."""
-    config = tiny_config(data_dir=cache, deficit="blur(size=4)", removal="0,16,32it", after="16it", lr_milestones="",
+    config = tiny_config(data_dir=cache, deficit="blur(size=4)", switch_at="0,16,32it", after="16it", lr_milestones="",
                          train_examples=1024)  # 16 full batches per epoch: starts need not align
     alone = critical.run(config, tmp_path / "alone")
     together = critical.run(config.with_values(parallel=3), tmp_path / "together")
@@ -258,8 +377,6 @@ def test_parallel_continuations_from_different_removal_points(tmp_path, cache):
 
 
 def test_parallel_starts_must_share_the_epoch_position(tmp_path, cache):
-    from rewind.errors import UserError
-
-    config = tiny_config(data_dir=cache, deficit="blur", removal="0,10it", after="8it", parallel=2)  # 1000 / 64
+    config = tiny_config(data_dir=cache, deficit="blur", switch_at="0,10it", after="8it", parallel=2)  # 1000 / 64
     with pytest.raises(UserError, match="same point of an epoch"):
         critical.run(config, tmp_path / "x")

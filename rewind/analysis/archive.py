@@ -17,5 +17,5 @@ def reopen(run_root: str | Path, overrides: dict[str, Any] | None = None) -> tup
     an archive on another machine; fields that change results change what is computed.
     """
     run = runs.read(run_root)
-    config = cfg.from_sections(run.manifest.data["config"], overrides, where=str(run.manifest.path))
+    config = cfg.from_record(run.manifest.data["config"], overrides, where=str(run.manifest.path))
     return run, Setup.create(config)

@@ -11,6 +11,9 @@ or one layer's for the per-layer columns); `ref` is the reference named by the c
 - `dist_<ref>_l2`    ||w - w_ref||_2, raw (square root of the sum over all N entries)
 - `dist_<ref>_rel`   ||w - w_ref||_2 / ||w_ref||_2
 - `sign_diff_<ref>`  #{i : sign(w_i) != sign(w_ref_i)} / N, in [0, 1], with sign(0) = 0
+- `cos_<ref>`        <w, w_ref> / (||w||_2 ||w_ref||_2), in [-1, 1]: the cosine of the angle between
+                     the weights and the reference (1 at the reference itself; NaN if either is all
+                     zeros); whole network: of the vectors of all N weights, not a mean of layers'
 - `bn_gamma_mean`    mean of the BatchNorm weights (gamma); whole network: over all gammas pooled
 - `bn_gamma_std`     their population standard deviation (divides by the count, not count - 1)
 - `grad_norm`        ||dL/dw||_2 over the prunable weights, L the mean cross-entropy on a fixed
@@ -38,8 +41,8 @@ from rewind.train.loop import Hook, TrainState
 StateDict = Mapping[str, Tensor]
 
 # Whole-network statistics of `weight_stats(sd, init, final)` plus `grad_norm`, in table order.
-STATISTICS = ("mean_abs_w", "dist_init_l2", "dist_init_rel", "sign_diff_init", "dist_final_l2",
-              "dist_final_rel", "sign_diff_final", "bn_gamma_mean", "bn_gamma_std", "grad_norm")
+STATISTICS = ("mean_abs_w", "dist_init_l2", "dist_init_rel", "sign_diff_init", "cos_init", "dist_final_l2",
+              "dist_final_rel", "sign_diff_final", "cos_final", "bn_gamma_mean", "bn_gamma_std", "grad_norm")
 
 
 def column(stat: str, layer: str | None = None) -> str:
@@ -93,6 +96,18 @@ def sign_diff(weights: StateDict, ref: StateDict, name: str) -> dict[str, Tensor
                        sum(diff.values()) / sum(counts.values()))
 
 
+def cosine(weights: StateDict, ref: StateDict, name: str) -> dict[str, Tensor]:
+    """`cos_<name>`: the cosine similarity of `weights` and `ref` (see the module docstring).
+
+    Sums in float64, so that the weights against themselves give exactly 1.
+    """
+    dot = {k: (w.double() * ref[k].to(w.device, torch.float64)).sum() for k, w in weights.items()}
+    sq = {k: w.double().pow(2).sum() for k, w in weights.items()}
+    ref_sq = {k: ref[k].to(w.device, torch.float64).pow(2).sum() for k, w in weights.items()}
+    total = sum(dot.values()) / (sum(sq.values()) * sum(ref_sq.values())).sqrt()
+    return _with_total(f"cos_{name}", {k: dot[k] / (sq[k] * ref_sq[k]).sqrt() for k in dot}, total)
+
+
 def bn_gamma(sd: StateDict) -> dict[str, Tensor]:
     gammas = {k: v.float() for k, v in bn_weights(sd).items()}
     if not gammas:
@@ -138,7 +153,7 @@ def weight_stats(sd: StateDict, init: StateDict | None = None, final: StateDict 
     out = mean_abs_w(weights)
     for name, ref in (("init", init), ("final", final)):
         if ref is not None:
-            out |= distance(weights, ref, name) | sign_diff(weights, ref, name)
+            out |= distance(weights, ref, name) | sign_diff(weights, ref, name) | cosine(weights, ref, name)
     out |= bn_gamma(sd)
     return whole_first(out)
 

@@ -5,8 +5,8 @@
 - `early_phase.csv`: one row per checkpoint held (see `early_phase_table`);
 - `events.out.tfevents.*`: scalars `early/<column>`, weight histograms `early/weights/<layer>`
   (and `early/weights/all`) at a few steps, and a custom-scalars layout grouping the curves;
-- `early_phase.png`: accuracy, gradient norm, mean |w|, distance and sign differences against
-  the iteration (symmetric-log x axis, so iteration 0 shows).
+- `early_phase.png`: accuracy, gradient norm, mean |w|, distance, sign differences and cosine
+  similarity against the iteration (symmetric-log x axis, so iteration 0 shows).
 
 Column definitions and normalisations are in `rewind.analysis.early`.
 """
@@ -142,7 +142,8 @@ def layout() -> dict[str, dict[str, list]]:
     whole = {"test accuracy": chart("test_acc"), "test loss": chart("test_loss"), "gradient norm": chart("grad_norm"),
              "mean |w|": chart("mean_abs_w"), "L2 distance (raw)": chart("dist_(init|final)_l2"),
              "L2 distance / ||w_ref||": chart("dist_(init|final)_rel"),
-             "sign differences": chart("sign_diff_(init|final)"), "BatchNorm gamma": chart("bn_gamma_(mean|std)")}
+             "sign differences": chart("sign_diff_(init|final)"), "cosine similarity": chart("cos_(init|final)"),
+             "BatchNorm gamma": chart("bn_gamma_(mean|std)")}
     per_layer = {f"{stat} by layer": chart(f"layer/.*/{stat}") for stat in STATISTICS}
     return {"early phase": whole, "early phase by layer": per_layer}
 
@@ -151,7 +152,8 @@ def layout() -> dict[str, dict[str, list]]:
 PANELS = (("test accuracy", (("test_acc", None),)), ("gradient norm (fixed batch)", (("grad_norm", None),)),
           ("mean |w|", (("mean_abs_w", None),)),
           ("L2 distance / ||w_ref||", (("dist_init_rel", "from init"), ("dist_final_rel", "from final"))),
-          ("sign differences (fraction)", (("sign_diff_init", "vs init"), ("sign_diff_final", "vs final"))))
+          ("sign differences (fraction)", (("sign_diff_init", "vs init"), ("sign_diff_final", "vs final"))),
+          ("cosine similarity", (("cos_init", "to init"), ("cos_final", "to final"))))
 
 
 def figure_png(table: pd.DataFrame) -> bytes:

@@ -2,8 +2,8 @@
 
 Both read the trunk's checkpoints and never retrain it. `stats` writes the early-phase report
 and the overlap between every pair of IMP masks the archive holds; `stability` trains two
-children per rewind point k (a branch per k, resumable) and measures the error barrier on the
-linear path between them: the instability curve over k.
+children per rewind point k (a branch per k and SGD noise, resumable) and measures the error
+barrier on the linear path between them: the instability curve over k.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 from rewind import steps
 from rewind.analysis.early_report import write_early_phase
 from rewind.analysis.archive import reopen
-from rewind.analysis.lmc import child_states, trunk_barrier
+from rewind.analysis.lmc import ORDER_SEEDS, POINTS, child_seeds, child_states, trunk_barrier
 from rewind.analysis.overlap import overlap
 from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
@@ -66,12 +66,16 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
     return written
 
 
-def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[int, int] = (1, 2),
-              overrides: dict | None = None, parallel: int = 1) -> pd.DataFrame:
+def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
+              bn: str = "recompute", order_seeds: tuple[int, int] = ORDER_SEEDS, overrides: dict | None = None,
+              parallel: int = 1) -> pd.DataFrame:
     """Error barrier between two children trained from each k in `at` (e.g. '0,100,500it').
 
-    Every child ends where the trunk ends, so with `parallel` P up to P children train together
-    (replica trainer), the children of later k joining as the others reach k."""
+    The children differ in `noise` (`lmc.child_seeds`); the path is measured at `points` alphas
+    with BatchNorm handled as `bn` (`lmc.barrier`). A branch per k and noise holds the children;
+    measuring them again (other points or BatchNorm handling) retrains nothing. Every child ends
+    where the trunk ends, so with `parallel` P up to P children train together (replica trainer),
+    the children of later k joining as the others reach k."""
     root = Path(root)
     run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
@@ -83,41 +87,78 @@ def stability(root: str | Path, at: str, points: int = 11, order_seeds: tuple[in
             held = ", ".join(map(str, run.stage("trunk").steps()))
             raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
     run, setup = reopen(root, overrides)
+    seeds = child_seeds(noise, setup.config.train.aug_seed, order_seeds)
+    child_fields = {"noise": noise, "order_seeds": [o for o, _ in seeds], "aug_seeds": [a for _, a in seeds]}
     with ExitStack() as stack:
         branches, segments = [], []
         for k in ks:
-            identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": list(order_seeds)}
+            identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": child_fields["order_seeds"]}
+            if noise != "order-only":  # order-only children keep the identity they had before the option
+                identity["aug_seeds"] = child_fields["aug_seeds"]
             path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
-            branch = stack.enter_context(open_run(path, "stability", {"k": k, "points": points}, identity))
+            branch = stack.enter_context(open_run(path, "stability", {"k": k, **child_fields}, identity))
             branches.append(branch)
-            for seed, state in zip(order_seeds, child_states(run, setup, k, order_seeds)):
-                segments.append(Segment(state, branch.stage(f"child_{seed}"), k, setup.test,
-                                        setup.config.runtime.progress, f"k={k} child {seed}"))
+            for (order_seed, _), state in zip(seeds, child_states(run, setup, k, seeds)):
+                segments.append(Segment(state, branch.stage(f"child_{order_seed}"), k, setup.test,
+                                        setup.config.runtime.progress, f"k={k} child {order_seed}"))
         results = train_segments(segments, parallel)
-        n = len(order_seeds)  # two: the ends of the path
+        n = len(seeds)  # two: the ends of the path
         for i, (k, branch) in enumerate(zip(ks, branches)):
             a, b = (segment.state.model.state_dict() for segment in segments[n * i:n * i + n])
-            result = trunk_barrier(setup, a, b, points)
-            write_text(branch.root / "interpolation.csv", result.frame().to_csv(index=False))
-            branch.update(status="complete", k=k, barrier=result.barrier,
+            result = trunk_barrier(setup, a, b, points, bn=bn)
+            write_text(branch.root / "interpolation.csv", _merged_curve(branch.root / "interpolation.csv", result))
+            barriers = _barriers(branch.root, branch.manifest.data)
+            barriers[bn] = {"barrier": result.barrier, "points": points}
+            branch.update(status="complete", k=k, **child_fields, barriers=barriers,
                           child_test_acc=[r.final_test["acc"] for r in results[n * i:n * i + n]])
     # Every k measured on this trunk so far, not only this call's.
     rows = []
     for manifest in sorted((root / "branches").glob("stability-k*/manifest.json")):
         d = runs.read(manifest.parent).manifest.data
-        if d.get("status") == "complete":
-            rows.append({"k": d["k"], "epoch": d["k"] / ipe, "barrier": d["barrier"],
-                         "child_test_acc": d["child_test_acc"]})
-    table = pd.DataFrame(rows).sort_values("k").reset_index(drop=True)
+        if d.get("status") != "complete":
+            continue
+        orders = d.get("order_seeds") or d["identity"]["order_seeds"]
+        augs = d.get("aug_seeds") or [setup.config.train.aug_seed] * len(orders)  # made before the option
+        for mode, measured in _barriers(manifest.parent, d).items():
+            rows.append({"k": d["k"], "epoch": d["k"] / ipe, "noise": d.get("noise", "order-only"), "bn": mode,
+                         "points": measured["points"], "barrier": measured["barrier"],
+                         "child_test_acc": d["child_test_acc"], "order_seed_a": orders[0], "aug_seed_a": augs[0],
+                         "order_seed_b": orders[1], "aug_seed_b": augs[1]})
+    table = pd.DataFrame(rows).sort_values(["k", "noise", "bn"]).reset_index(drop=True)
     write_text(root / "trunk" / "analysis" / "instability.csv", table.to_csv(index=False))
     write_bytes(root / "trunk" / "analysis" / "instability.png", _instability_png(table))
     return table
 
 
+def _barriers(branch: Path, manifest: dict) -> dict[str, dict]:
+    """BatchNorm handling -> {barrier, points} measured for the stability branch at `branch` (one made
+    before the option holds one barrier, with statistics recomputed, and its curve)."""
+    if "barriers" in manifest:
+        return dict(manifest["barriers"])
+    if "barrier" not in manifest:
+        return {}
+    curve = pd.read_csv(branch / "interpolation.csv")
+    points = int((curve.bn == "recompute").sum()) if "bn" in curve.columns else len(curve)
+    return {"recompute": {"barrier": manifest["barrier"], "points": points}}
+
+
+def _merged_curve(path: Path, result) -> str:
+    """interpolation.csv with this measurement's rows replacing earlier ones of its BatchNorm handling."""
+    curve = result.frame()
+    if path.exists():
+        old = pd.read_csv(path)
+        if "bn" not in old.columns:
+            old.insert(0, "bn", "recompute")
+        curve = pd.concat([old[old.bn != result.bn], curve]).sort_values(["bn", "alpha"], kind="stable")
+    return curve.to_csv(index=False)
+
+
 def _instability_png(table: pd.DataFrame) -> bytes:
     fig = figure()
     ax = fig.subplots()
-    ax.plot(table["k"], 100 * table["barrier"], marker="o")
+    for (noise, bn), curve in table.groupby(["noise", "bn"]):
+        ax.plot(curve["k"], 100 * curve["barrier"], marker="o", label=f"noise: {noise}, BatchNorm: {bn}")
+    ax.legend()
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("rewind iteration k")
     ax.set_ylabel("error barrier (%)")

@@ -52,5 +52,5 @@ def describe(path: Path) -> str:
             done = len([k for k in bd.get("files", {}) if k.endswith("mask.safetensors")])
             lines.append(f"  {b.parent.name}  {bd.get('kind')}  {bd.get('status')}  levels started: {done}")
     linear = str(d.get("kind", "")).startswith("linear-")  # sections of rewind.linear.config, stored resolved
-    lines += ["", "# resolved config", cfg.to_toml(d["config"] if linear else cfg.from_sections(d["config"]))]
+    lines += ["", "# resolved config", cfg.to_toml(d["config"] if linear else cfg.from_record(d["config"]))]
     return "\n".join(lines)

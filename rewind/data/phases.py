@@ -184,14 +184,20 @@ class PhaseSchedule:
     def num_outputs(self) -> int:
         return num_outputs(self.phases, self.num_classes)
 
-    def batch(self, loader: DeviceLoader, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalised float images, labels) for `iteration`; no host synchronisation."""
+    def batch(self, loader: DeviceLoader, iteration: int, position: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised float images, labels) for `iteration`; no host synchronisation.
+
+        Windows are on the run's iterations; `position` (default `iteration`) is the loader's
+        iteration, which differs when the run starts inside its schedule (`Plan.position`).
+        """
+        position = iteration if position is None else position
         on = {p.kind: p for p in self.active(iteration) if p.kind in _BATCH_KINDS}
         if not on:
-            return loader.batch(iteration)
+            return loader.batch(position)
         if self._bound is not loader:  # tables and loaders below belong to one main loader
             self._bound, self._cache = loader, {}
-        x, y, idx, epoch = self._source(loader, on, iteration)
+        x, y, idx, epoch = self._source(loader, on, iteration, position)
         if "noise" in on:
             x = self._noise(on["noise"], iteration, x.shape, loader)
         if "vertical-flip" in on:
@@ -209,16 +215,16 @@ class PhaseSchedule:
             x = rotate(x, y)
         return loader.normalize(x), y
 
-    def _source(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int):
+    def _source(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int, position: int):
         """(uint8 images, labels, global example indices, epoch of the loader that made them)."""
         subset = on.get("subset")
         augment = loader.augment and "no-augmentation" not in on
         if subset is None and augment == loader.augment:
-            src, t = loader, iteration
+            src, t = loader, position
         else:
             src = self._loader(loader, subset, augment)
             # A subset has shorter epochs: count from the phase start so it begins a fresh epoch.
-            t = iteration - subset.start if subset is not None else iteration
+            t = iteration - subset.start if subset is not None else position
         x, y, idx = src.raw_batch(t)
         if subset is not None:
             idx = self.subset_indices(subset, loader)[idx]
@@ -238,7 +244,7 @@ class PhaseSchedule:
         """The sorted example indices of a subset phase (the same seed gives nested subsets)."""
         key = ("subset", phase)
         if key not in self._cache:
-            k = max(1, round(phase.params["fraction"] * loader.n))
+            k = subset_size(phase.params["fraction"], loader.n)
             perm = torch.randperm(loader.n, generator=seeds.generator(phase.seed, "phase-subset"))
             self._cache[key] = perm[:k].sort().values.to(loader.device)
         return self._cache[key]
@@ -265,6 +271,11 @@ class PhaseSchedule:
             z = z.pin_memory()  # a copy from pageable memory would wait for the GPU to drain
         z = z.to(loader.device, non_blocking=True)
         return (z - loader.normalize.shift) / loader.normalize.scale
+
+
+def subset_size(fraction: float, examples: int) -> int:
+    """How many of `examples` a `subset` phase of this fraction keeps."""
+    return max(1, round(fraction * examples))
 
 
 def blur(x: torch.Tensor, size: int = 8) -> torch.Tensor:

@@ -22,8 +22,8 @@ class TrainState:
     loader: DeviceLoader
     plan: Plan
     masks: Masks | None = None
-    # Deficits / pre-training transforms: anything with batch(loader, iteration) and
-    # weight_decay_factor(iteration); None means the plain recipe.
+    # Deficits / pre-training transforms: anything with batch(loader, iteration, position) (position:
+    # the loader's iteration, `Plan.position`) and weight_decay_factor(iteration); None means the plain recipe.
     phases: Any = None
     compile: str = "off"  # off, on or graphs (`optim.compiled`); replicas compile their stacked model alike
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the compiled model, made from `compile`
@@ -37,9 +37,11 @@ class TrainState:
             self._applier.weights()
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of this run's `iteration`: the loader's at its schedule step (`Plan.position`)."""
+        position = self.plan.position(iteration)
         if self.phases is not None:
-            return self.phases.batch(self.loader, iteration)
-        return self.loader.batch(iteration)
+            return self.phases.batch(self.loader, iteration, position)
+        return self.loader.batch(position)
 
     def weight_decay(self, iteration: int) -> float:
         wd = self.plan.weight_decay

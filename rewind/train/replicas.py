@@ -216,7 +216,8 @@ def _check(items: Sequence[Segment]) -> None:
         raise UserError("replicas trained together need one length or one end; got lengths "
                         f"{', '.join(map(str, lengths))} and ends {', '.join(map(str, ends))}")
     loader = items[0].state.loader
-    if loader.n % loader.batch_size and len({e % loader.iterations_per_epoch for e in ends}) > 1:
+    positions = {s.state.plan.position(s.end) % loader.iterations_per_epoch for s in items}
+    if loader.n % loader.batch_size and len(positions) > 1:
         raise UserError("runs trained together from different starting points must start at the same point of an "
                         "epoch (e.g. whole epochs), since the epoch's last batch is short; drop --parallel or "
                         "move the starts")

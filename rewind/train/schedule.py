@@ -1,4 +1,11 @@
-"""A training plan resolved to iterations: length, learning rate at t, and when to eval, log and save."""
+"""A training plan resolved to iterations: length, learning rate at t, and when to eval, log and save.
+
+A run may start inside its schedule: after a pre-training of P iterations the main run takes the
+schedule's place from step P on (OpenLTH's `train_start_step`). Its own iterations still count
+from 0 (checkpoints, metrics, rewind points), and `offset` = P says where iteration 0 sits on the
+schedule: learning rate, data order and augmentation are those of schedule step `offset + t`,
+and the run ends where the schedule ends, after `total` = T - P iterations.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from dataclasses import dataclass
 
 from rewind import steps
 from rewind.config import TrainConfig
+from rewind.errors import UserError
 
 # Dense early, as the early-phase studies need (DESIGN.md); then every `save_every`, and the end.
 DENSE_CHECKPOINTS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000)
@@ -27,11 +35,18 @@ class Plan:
     stats_steps: frozenset[int] = frozenset()
     fisher_steps: frozenset[int] = frozenset()
     fisher_examples: int = 256
+    offset: int = 0  # schedule steps before this run's iteration 0 (a pre-training's length), see above
 
     @classmethod
-    def from_config(cls, t: TrainConfig, train_examples: int, extra_saves: tuple[int, ...] = ()) -> "Plan":
+    def from_config(cls, t: TrainConfig, train_examples: int, extra_saves: tuple[int, ...] = (),
+                    offset: int = 0) -> "Plan":
+        """The plan of `t` for a run that starts `offset` steps into its schedule (0: at its start)."""
         ipe = steps.iterations_per_epoch(train_examples, t.batch_size)
-        total = steps.parse(t.steps, ipe, "steps")
+        total = steps.parse(t.steps, ipe, "steps") - offset
+        if offset and total <= 0:
+            raise UserError(f"the pre-training ({offset} iterations) takes the whole schedule (--steps {t.steps}, "
+                            f"{total + offset} iterations): the main run starts where it ends. Shorten "
+                            "--pretrain-steps, lengthen --steps, or use --pretrain-schedule restart")
 
         def every(text: str, what: str) -> set[int]:
             k = steps.parse(text, ipe, what)
@@ -57,15 +72,23 @@ class Plan:
             stats_steps=frozenset(s for s in stats if s <= total),
             fisher_steps=frozenset(every(t.fisher_every, "fisher_every")),
             fisher_examples=t.fisher_examples,
+            offset=offset,
         )
 
+    def position(self, iteration: int) -> int:
+        """The schedule step of this run's `iteration`: what its learning rate, data order and augmentation follow."""
+        return self.offset + iteration
+
     def lr_at(self, iteration: int) -> float:
-        lr = self.lr * self.gamma ** sum(iteration >= m for m in self.milestones)
+        """The learning rate of this run's `iteration` (milestones and warmup are schedule steps)."""
+        s = self.position(iteration)
+        lr = self.lr * self.gamma ** sum(s >= m for m in self.milestones)
         if self.epoch_decay != 1.0:
-            lr *= self.epoch_decay ** (iteration // self.iterations_per_epoch)
-        if iteration < self.warmup:
-            lr *= (iteration + 1) / self.warmup
+            lr *= self.epoch_decay ** (s // self.iterations_per_epoch)
+        if s < self.warmup:
+            lr *= (s + 1) / self.warmup
         return lr
 
     def epoch(self, iteration: int) -> float:
+        """`iteration` in epochs, counted as the run's iterations are (from its own 0)."""
         return iteration / self.iterations_per_epoch

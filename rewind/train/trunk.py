@@ -17,6 +17,7 @@ from rewind.errors import UserError
 from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
+from rewind.train.pretrain import pretrain, schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
@@ -37,7 +38,11 @@ def load_data(config: Config) -> D.Dataset:
 
 @dataclass
 class Setup:
-    """What every training in an archive shares: device, data on it, and the resolved plan."""
+    """What every training in an archive shares: device, data on it, and the resolved plan.
+
+    The plan starts where the pre-training (if any) leaves the schedule (`pretrain.schedule_offset`),
+    so the trunk and every branch of it (IMP levels, stability children, continuations) follow it.
+    """
 
     config: Config
     device: torch.device
@@ -49,7 +54,8 @@ class Setup:
     def create(cls, config: Config, extra_saves: tuple[int, ...] = ()) -> "Setup":
         device = resolve_device(config.runtime.device)
         data = load_data(config)
-        plan = Plan.from_config(config.train, len(data.train_y), extra_saves)
+        offset = schedule_offset(config, len(data.train_y))
+        plan = Plan.from_config(config.train, len(data.train_y), extra_saves, offset)
         return cls(config, device, data, plan, (D.device_copy(data.test_x, device), D.device_copy(data.test_y, device)))
 
     def new_model(self, seed: int | None = None, num_classes: int | None = None) -> torch.nn.Module:
@@ -128,13 +134,11 @@ def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
 def _manifest_fields(setup: Setup) -> dict[str, Any]:
     t = setup.config.train
     return dict(iterations_per_epoch=setup.plan.iterations_per_epoch, total_iterations=setup.plan.total,
-                device=str(setup.device), seeds={"model": t.model_seed, "order": t.order_seed, "aug": t.aug_seed})
+                schedule_offset=setup.plan.offset, device=str(setup.device), seeds={"model": t.model_seed, "order": t.order_seed, "aug": t.aug_seed})
 
 
 def initial_model(setup: Setup, run: Run) -> torch.nn.Module:
     """The trunk's iteration 0: a fresh init, or the pre-trained weights (pre-training them first if needed)."""
-    from rewind.train.pretrain import pretrain
-
     model = setup.new_model()
     pretrained = pretrain(setup, run)
     if pretrained is not None:

@@ -30,7 +30,8 @@ def shrink_perturb(model: nn.Module, fresh_model: nn.Module, lam: float, sigma: 
 
     BatchNorm running mean and variance are left as trained: they describe the old activations
     only approximately after shrinking, but training mode normalises with batch statistics and
-    the running ones are re-estimated within a few dozen steps (momentum 0.1). lam=1, sigma=0
+    the running ones are re-estimated within a few dozen steps (momentum 0.1); `fresh_bn_statistics`
+    replaces them with a fresh network's, as Ash & Adams's code does. lam=1, sigma=0
     leaves the model unchanged; lam=0, sigma=1 gives the fresh parameters exactly.
     """
     _check_same_architecture(model, fresh_model)
@@ -60,3 +61,24 @@ def reset_layers(model: nn.Module, fresh_model: nn.Module, prefixes: Sequence[st
     for k in copied:
         target[k].copy_(fresh[k])
     return copied
+
+
+@torch.no_grad()
+def fresh_bn_statistics(model: nn.Module, fresh_model: nn.Module) -> list[str]:
+    """Copy every BatchNorm buffer (running mean and variance, batch count) from the fresh model.
+
+    Ash & Adams's code starts each phase from a new network into which it copies only the
+    parameters (shrunk and perturbed, or as they are for a plain warm start), so the second phase
+    starts from a fresh network's running statistics. Returns the names copied.
+    """
+    _check_same_architecture(model, fresh_model)
+    fresh = dict(fresh_model.named_buffers())
+    copied = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for name, buffer in module.named_buffers(recurse=False):
+                full = f"{module_name}.{name}" if module_name else name
+                buffer.copy_(fresh[full])
+                copied.append(full)
+    return copied
+
