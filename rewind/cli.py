@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import sys
 from pathlib import Path
@@ -16,7 +17,28 @@ from rewind.linear import config as linear_config
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
 
-TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime")
+TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime", "launch")
+
+
+def dry_run_option(fn: Callable) -> Callable:
+    return click.option("--dry-run", is_flag=True, default=False,
+                        help="print the runs this command would train or reuse (with their lengths and what the "
+                             "archive already holds) and exit without writing anything")(fn)
+
+
+def launched(launch_config: cfg.LaunchConfig, make_plan: Callable[[], Any], dry_run: bool) -> bool:
+    """Print the plan (--dry-run) or send it to the executor (local, slurm): True when done here;
+    False: the command trains inline as usual."""
+    from rewind import launch
+    from rewind.launch.submit import submit
+
+    if dry_run:
+        click.echo(launch.describe(make_plan()))
+        return True
+    if launch_config.executor == "inline":
+        return False
+    submit(make_plan(), launch_config, click.echo)
+    return True
 
 
 def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS), with_file: bool = True,
@@ -65,12 +87,16 @@ def cli() -> None:
 
 @cli.command()
 @config_options(TRUNK_SECTIONS)
+@dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
-def train(config_file: str | None, out: str, **options: Any) -> None:
+def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Train a dense run (the trunk) into an archive; re-running the same command resumes it."""
+    from rewind.imp import trunk_plan
     from rewind.train.trunk import train as train_trunk
 
     config = build_config(config_file, options)
+    if launched(config.launch, lambda: trunk_plan(config, out), dry_run):
+        return
     result = train_trunk(config, out)
     acc = result.final_test["acc"]
     click.echo(f"trunk {out}: final test accuracy {100 * acc:.2f}% (best {100 * result.best_test_acc:.2f}%)")
@@ -78,9 +104,10 @@ def train(config_file: str | None, out: str, **options: Any) -> None:
 
 @cli.command()
 @config_options()
+@dry_run_option
 @click.option("--out", type=click.Path(file_okay=False), help="train a trunk into this archive first, e.g. runs/NAME")
 @click.option("--from", "from_", type=click.Path(file_okay=False), help="reuse this trunk archive (never retrained)")
-def imp(config_file: str | None, out: str | None, from_: str | None, **options: Any) -> None:
+def imp(config_file: str | None, out: str | None, from_: str | None, dry_run: bool, **options: Any) -> None:
     """Iterative magnitude pruning with rewinding; branches live under the trunk's archive.
 
     \b
@@ -88,10 +115,13 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
     rewind imp --from runs/smoke --rewind-iter 100 --levels 3     # same trunk, another k
     rewind imp --from runs/smoke --rewind-iter 0,20,100 --parallel 3   # a rewind-point sweep
     """
-    from rewind.imp import run
+    from rewind.imp import plan, run
 
     config = build_config(config_file, options)
-    results = run(config, out=out, from_=from_, given=cfg.given(config_file, given(options)))
+    asked = cfg.given(config_file, given(options))
+    if launched(config.launch, lambda: plan(config, out=out, from_=from_, given=asked), dry_run):
+        return
+    results = run(config, out=out, from_=from_, given=asked)
     for r in results:
         click.echo(f"branch {r.branch}")
         click.echo(_table([{"level": row["level"], "density": f"{100 * row['density']:.1f}%",
@@ -104,9 +134,10 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
 
 
 @cli.command("critical-period")
-@config_options(("data", "model", "train", "critical", "study", "runtime"))
+@config_options(("data", "model", "train", "critical", "study", "runtime", "launch"))
+@dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
-def critical_period(config_file: str | None, out: str, **options: Any) -> None:
+def critical_period(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Critical-period sweep: final accuracy against the switch point t (or window start).
 
     \b
@@ -116,37 +147,49 @@ def critical_period(config_file: str | None, out: str, **options: Any) -> None:
     rewind critical-period --deficit no-weight-decay --direction normal-then-deficit --switch-at 0,10,20ep \\
         --total-steps 160ep --out runs/wd
     """
-    from rewind.critical import run
+    from rewind.critical import plan, run
 
-    summary = run(build_config(config_file, options), out)
+    config = build_config(config_file, options)
+    if launched(config.launch, lambda: plan(config, out), dry_run):
+        return
+    summary = run(config, out)
     click.echo(_table([{k: (f"{100 * v:.2f}%" if "acc" in k and v == v else v) for k, v in row.items()}
                        for row in summary.to_dict("records")]))
     click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
 
 
 @cli.command("warm-start")
-@config_options(("data", "model", "train", "warm", "runtime"))
+@config_options(("data", "model", "train", "warm", "runtime", "launch"))
+@dry_run_option
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
               help="train up to this many of the four arms together on one device (replica trainer)  [default: 1]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
-def warm_start(config_file: str | None, out: str, **options: Any) -> None:
+def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Warm starting: train on a subset, then on all data from those weights (as is, shrink-perturbed,
     or with layers reset), compared with training from scratch."""
-    from rewind.warm import run
+    from rewind.warm import plan, run
 
-    table = run(build_config(config_file, options), out)
+    config = build_config(config_file, options)
+    if launched(config.launch, lambda: plan(config, out), dry_run):
+        return
+    table = run(config, out)
     click.echo(_table([{"arm": r["arm"], "test_acc": f"{100 * r['final_test_acc']:.2f}%",
                         "vs scratch": f"{100 * r['gap_to_scratch']:+.2f}"} for r in table.to_dict("records")]))
 
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@config_options(("runtime",), with_file=False)
-def stats(run: str, **options: Any) -> None:
+@config_options(("runtime", "launch"), with_file=False)
+@dry_run_option
+def stats(run: str, dry_run: bool, **options: Any) -> None:
     """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
     from rewind.analysis.studies import stats as run_stats
+    from rewind.analysis.studies import stats_plan
 
-    for name, path in run_stats(run, overrides=given(options)).items():
+    runtime, launch_settings = _split_launch(options)
+    if launched(cfg.LaunchConfig(**launch_settings), lambda: stats_plan(run, runtime, launch_settings), dry_run):
+        return
+    for name, path in run_stats(run, overrides=runtime).items():
         click.echo(f"{name}: {path}")
 
 
@@ -165,12 +208,19 @@ def stats(run: str, **options: Any) -> None:
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
               help="train up to this many children together on one device (replica trainer); those of "
                    "later k join as the others reach k")
-@config_options(("runtime",), with_file=False)
-def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int, **options: Any) -> None:
+@config_options(("runtime", "launch"), with_file=False)
+@dry_run_option
+def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int, dry_run: bool,
+              **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
     from rewind.analysis.studies import stability as run_stability
+    from rewind.analysis.studies import stability_plan
 
-    table = run_stability(run, at, points, noise=noise, bn=bn, overrides=given(options), parallel=parallel)
+    runtime, launch_settings = _split_launch(options)
+    if launched(cfg.LaunchConfig(**launch_settings),
+                lambda: stability_plan(run, at, points, noise, bn, runtime, parallel, launch_settings), dry_run):
+        return
+    table = run_stability(run, at, points, noise=noise, bn=bn, overrides=runtime, parallel=parallel)
     click.echo(_table([{"k": r["k"], "noise": r["noise"], "bn": r["bn"], "barrier": f"{100 * r['barrier']:.2f}%"}
                        for r in table.to_dict("records")]))
     click.echo(f"table: {Path(run) / 'trunk' / 'analysis' / 'instability.csv'}")
@@ -183,8 +233,9 @@ def linear() -> None:
 
 @linear.command("pathways")
 @config_options(tuple(linear_config.PATHWAYS), schema=linear_config.PATHWAYS)
+@dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/dln")
-def linear_pathways(config_file: str | None, out: str, **options: Any) -> None:
+def linear_pathways(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Two pathways on the hierarchical task, pathway b gated over a window: one deficit-free trunk per
     depth and seed, one branch per onset; simulated singular values beside the analytical solution.
 
@@ -196,7 +247,11 @@ def linear_pathways(config_file: str | None, out: str, **options: Any) -> None:
 
     from rewind.linear import pathways
 
+    from rewind.linear.launching import plan
+
     study = linear_config.load_pathways(config_file, given(options))
+    if launched(study.launch, lambda: plan("pathways", study, out), dry_run):
+        return
     s = pathways.run(study, out).summary
     click.echo(_table([{"depth": r["depth"], "deficit": "none" if pd.isna(r["deficit_start"]) else
                         f"{r['deficit_start']}-{r['deficit_start'] + r['deficit_length']}",
@@ -207,8 +262,9 @@ def linear_pathways(config_file: str | None, out: str, **options: Any) -> None:
 
 @linear.command("completion")
 @config_options(tuple(linear_config.COMPLETION), schema=linear_config.COMPLETION)
+@dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/mc")
-def linear_completion(config_file: str | None, out: str, **options: Any) -> None:
+def linear_completion(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Matrix completion: task 1 for T_c steps (one trunk per depth and seed), then task 2 (one branch per
     T_c); final task-2 error against T_c per depth.
 
@@ -218,7 +274,11 @@ def linear_completion(config_file: str | None, out: str, **options: Any) -> None
     """
     from rewind.linear import completion
 
+    from rewind.linear.launching import plan
+
     study = linear_config.load_completion(config_file, given(options))
+    if launched(study.launch, lambda: plan("completion", study, out), dry_run):
+        return
     tables = completion.run(study, out)
     pivot = tables.summary.pivot(index="pretrain_steps", columns="depth", values="task2_error")
     click.echo(_table([{"T_c": t, **{f"D={d}": f"{v:.4f}" for d, v in row.items()}}
@@ -255,8 +315,42 @@ def runs_list(root: str) -> None:
 def runs_show(run: str) -> None:
     """Config, status, checkpoints held and test accuracy of one archive."""
     from rewind.archive.summary import describe
+    from rewind.launch import latest_plan, records
 
+    plan = latest_plan(run)
+    if plan is not None:
+        rows = records.states(plan)
+        counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
+        click.echo(f"study {run}: {', '.join(f'{n} {s}' for s, n in counts.items())}")
+        click.echo(_table([{k: r[k] for k in ("job", "state", "job_id", "detail")} for r in rows]))
+        if not (Path(run) / "manifest.json").exists():
+            return
     click.echo(describe(Path(run)))
+
+
+@runs.command("summarize")
+@click.argument("run", type=click.Path())
+def runs_summarize(run: str) -> None:
+    """Write a study's tables and plots from what its archive holds (after `--executor local|slurm`)."""
+    from rewind.launch import latest_plan, pending
+    from rewind.launch.worker import summarize_if_last
+
+    plan = latest_plan(run)
+    if plan is None:
+        raise UserError(f"{run} holds no launched study (no launch/study.json); studies run inline write their "
+                        "tables themselves")
+    if not summarize_if_last(plan):
+        missing = [j.name for j in pending(plan)]
+        raise UserError(f"{len(missing)} runs of {run} are not complete yet ({', '.join(missing[:5])}"
+                        f"{', ...' if len(missing) > 5 else ''}); `rewind runs show {run}` says where they are")
+    click.echo(f"summary of {run} written")
+
+
+def _split_launch(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(runtime settings, launch settings) of the options given."""
+    names = {f.name for f in dataclasses.fields(cfg.LaunchConfig)}
+    chosen = given(options)
+    return ({k: v for k, v in chosen.items() if k not in names}, {k: v for k, v in chosen.items() if k in names})
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

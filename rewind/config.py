@@ -44,6 +44,17 @@ def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "valid": valid})
 
 
+def _check_value(f: dataclasses.Field, value: Any) -> None:
+    """UserError unless `value` is one of the field's choices or in its valid range."""
+    choices, valid = f.metadata.get("choices"), f.metadata.get("valid")
+    if choices and value not in choices:
+        raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+    if valid and value is not None:
+        test, text = RANGES[valid]
+        if not test(value):
+            raise UserError(f"{f.name} must be {text}, got {value!r} (--{f.name.replace('_', '-')})")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = _f(
@@ -214,6 +225,41 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LaunchConfig:
+    executor: str = _f("inline", "where the study's runs train: inline (in this process), local (one process per "
+                                 "run on this machine, one per GPU where there are several) or slurm (a job per "
+                                 "run through submitit)", choices=("inline", "local", "slurm"))
+    detach: bool = _f(False, "local: start the runs in the background and return at once (slurm always returns "
+                             "once the jobs are submitted)")
+    local_jobs: int = _f(0, "local: runs at once (0 = one per GPU, or 1 without one)", valid="count0")
+    partition: str = _f("", "slurm: the partition (empty = the cluster's default)")
+    time_limit: int = _f(240, "slurm: minutes per job; a job cut off resumes from its last checkpoint when "
+                              "the command is run again", valid="count1")
+    gpus_per_job: int = _f(1, "slurm: GPUs per job", valid="count0")
+    cpus_per_job: int = _f(8, "slurm: CPUs per job", valid="count1")
+    mem_gb: int = _f(32, "slurm: memory per job in GB", valid="count1")
+    array_parallelism: int = _f(64, "slurm: jobs of one array running at once", valid="count1")
+    sbatch: str = _f("", "slurm: extra sbatch parameters, 'KEY=VALUE,KEY=VALUE' (e.g. 'account=abc,qos=high')")
+
+    def __post_init__(self) -> None:  # checked here too: the deep-linear studies have this section
+        for f in fields(self):
+            _check_value(f, getattr(self, f.name))
+        sbatch_options(self.sbatch)
+
+
+def sbatch_options(text: str) -> dict[str, str]:
+    """'account=abc,qos=high' -> {'account': 'abc', 'qos': 'high'}."""
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"bad sbatch parameter {part!r}: write KEY=VALUE pairs separated by commas, "
+                            "e.g. 'account=abc,qos=high'")
+        out[key.strip().replace("_", "-")] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -224,6 +270,7 @@ class Config:
     warm: WarmConfig = WarmConfig()
     study: StudyConfig = StudyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    launch: LaunchConfig = LaunchConfig()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -234,7 +281,7 @@ class Config:
     def experiment_dict(self) -> dict[str, dict[str, Any]]:
         """The part of the config that determines the trunk (not `runtime`, not the IMP branch settings)."""
         d = self.to_dict()
-        del d["runtime"], d["imp"], d["critical"], d["warm"], d["study"]
+        del d["runtime"], d["launch"], d["imp"], d["critical"], d["warm"], d["study"]
         for key in OBSERVATION_FIELDS:  # when to evaluate, log or save changes no weight
             del d["train"][key]
         d["data"]["source"] = dataset_identity(self.data.source)
@@ -288,7 +335,8 @@ class Config:
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                              "pretrain": PretrainConfig, "imp": ImpConfig, "critical": CriticalConfig,
-                             "warm": WarmConfig, "study": StudyConfig, "runtime": RuntimeConfig}
+                             "warm": WarmConfig, "study": StudyConfig, "runtime": RuntimeConfig,
+                             "launch": LaunchConfig}
 STEP_FIELDS = ("steps", "warmup", "eval_every", "log_every", "save_every", "pretrain_steps", "after",
                "total_steps", "window", "stats_every", "stats_until", "fisher_every", "second_steps")
 STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
@@ -363,17 +411,6 @@ def _validate(config: Config) -> None:
         raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
     models.check(config.model.model, config.model.width, config.model.blocks)
     _check_optimizers(config)
-
-
-def _check_value(f: dataclasses.Field, value: Any) -> None:
-    """UserError unless `value` is one of the field's choices or in its valid range."""
-    choices, valid = f.metadata.get("choices"), f.metadata.get("valid")
-    if choices and value not in choices:
-        raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
-    if valid and value is not None:
-        test, text = RANGES[valid]
-        if not test(value):
-            raise UserError(f"{f.name} must be {text}, got {value!r} (--{f.name.replace('_', '-')})")
 
 
 def base_type(f: dataclasses.Field) -> str:

@@ -29,10 +29,11 @@ from pathlib import Path
 import pandas as pd
 
 from rewind import config as cfg
-from rewind import steps
+from rewind import imp, launch, steps
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
+from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
@@ -122,25 +123,90 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     return summary
 
 
-def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
-    data = trunk.load_data(config)
-    ipe = steps.iterations_per_epoch(len(data.train_y), config.train.batch_size)
+@dataclass
+class Layout:
+    """One sweep's runs on one trunk: the trunk's config and each arm's config and folder."""
+
+    ipe: int
+    trunk: cfg.Config
+    arms: list[Arm]
+    configs: list[cfg.Config]
+    paths: list[Path]
+    key: str  # the swept column: switch_at or window_start
+
+
+def layout(config: cfg.Config, root: Path, train_examples: int) -> Layout:
+    ipe = steps.iterations_per_epoch(train_examples, config.train.batch_size)
     # Arms end at iterations of the run; its schedule is longer by a pre-training that takes its place.
-    offset = schedule_offset(config, len(data.train_y))
+    offset = schedule_offset(config, train_examples)
     trunk_deficit, length, arms = plan_arms(config, ipe)
-    label = order_label(config)
     trunk_config = config.with_values(deficit=trunk_deficit, steps=f"{max(length, 1) + offset}it")
-    trunk.train(trunk_config, root, extra_saves=tuple(a.start for a in arms))
-    trunk_stage = runs.read(root).stage("trunk")
+    configs, paths = [], []
+    for arm in arms:
+        configs.append(config.with_values(deficit=arm.deficit, steps=f"{arm.end + offset}it"))
+        identity = _identity(trunk_config, arm)
+        paths.append(root / "branches" / f"critical-{arm.start}-{runs.identity_hash(identity)[:8]}")
     key = "window_start" if config.critical.window.strip() else "switch_at"
+    return Layout(ipe, trunk_config, arms, configs, paths, key)
+
+
+def _identity(trunk_config: cfg.Config, arm: Arm) -> dict:
+    return {"trunk": trunk_config.hash(), "deficit": arm.deficit, "start": arm.start, "end": arm.end}
+
+
+def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
+    """The sweep as jobs: per replicate the trunk, then one job per continuation (after its trunk)."""
+    out, r = Path(out), config.study.replicates
+    jobs = []
+    for i in range(r):
+        c, root = cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}"
+        size = train_size(c.data.source, c.data.train_examples)
+        lay = layout(c, root, size)
+        prefix = "" if r == 1 else f"rep-{i:02d}/"
+        starts = [a.start for a in lay.arms]
+        jobs.append(launch.Job(f"{prefix}trunk", str(root), imp.trunk_description(lay.trunk, size, starts),
+                               {"kind": "trunk", "replicate": i}))
+        # With --parallel P, P continuations share a job and train stacked on its device.
+        todo = list(zip(lay.arms, lay.paths))
+        for chunk in (todo[j:j + c.study.parallel] for j in range(0, len(todo), c.study.parallel)):
+            what = "; ".join(f"continuation from {steps.format(a.start, lay.ipe)} to {steps.format(a.end, lay.ipe)}"
+                             f" ({a.deficit or 'no deficit'})" for a, _ in chunk)
+            starts = [a.start for a, _ in chunk]
+            jobs.append(launch.Job(f"{prefix}{lay.key}-{'+'.join(map(str, starts))}", str(chunk[0][1]), what,
+                                   {"kind": "arm", "replicate": i, "starts": starts}, after=(f"{prefix}trunk",),
+                                   more=tuple(str(p) for _, p in chunk[1:])))
+    return launch.Plan("rewind.critical", str(out), config.to_dict(), tuple(jobs), {"out": str(out)})
+
+
+def execute(plan: launch.Plan, job: launch.Job) -> None:
+    config, out = cfg.from_sections(plan.config), Path(plan.out)
+    i = job.args["replicate"]
+    root = out if config.study.replicates == 1 else out / f"rep-{i:02d}"
+    _one(cfg.replicate(config, i), root, only=job.args["starts"] if job.args["kind"] == "arm" else [])
+
+
+def summarize(plan: launch.Plan) -> None:
+    run(cfg.from_sections(plan.config), plan.out)  # every run is complete: this reads them back
+
+
+def _one(config: cfg.Config, root: Path, only: list[int] | None = None) -> pd.DataFrame:
+    """Train the trunk and the arms (`only`: the arms starting there; [] the trunk alone)."""
+    data = trunk.load_data(config)
+    lay = layout(config, root, len(data.train_y))
+    ipe, label = lay.ipe, order_label(config)
+    trunk.train(lay.trunk, root, extra_saves=tuple(a.start for a in lay.arms))
+    if only == []:
+        return pd.DataFrame()
+    trunk_stage = runs.read(root).stage("trunk")
+    trunk_deficit = lay.trunk.train.deficit
+    chosen = [i for i, a in enumerate(lay.arms) if only is None or a.start in only]
     with ExitStack() as stack:
         branches, segments = [], []
-        for arm in arms:
-            arm_config = config.with_values(deficit=arm.deficit, steps=f"{arm.end + offset}it")
+        for i in chosen:
+            arm, arm_config = lay.arms[i], lay.configs[i]
             setup = Setup.create(arm_config)
-            identity = {"trunk": trunk_config.hash(), "deficit": arm.deficit, "start": arm.start, "end": arm.end}
-            path = root / "branches" / f"critical-{arm.start}-{runs.identity_hash(identity)[:8]}"
-            branch = stack.enter_context(open_run(path, "critical", arm_config.to_dict(), identity))
+            branch = stack.enter_context(open_run(lay.paths[i], "critical", arm_config.to_dict(),
+                                                  _identity(lay.trunk, arm)))
             state = setup.state(setup.new_model())
             restore(state, trunk_stage, arm.start)  # weights, momentum and RNG at the start point
             branches.append(branch)
@@ -149,14 +215,16 @@ def _one(config: cfg.Config, root: Path) -> pd.DataFrame:
         # Continuations share a length, so up to --parallel of them train together.
         results = train_segments(segments, config.study.parallel)
         rows = []
-        for arm, branch, result in zip(arms, branches, results):
+        for i, branch, result in zip(chosen, branches, results):
+            arm = lay.arms[i]
             branch.update(status="complete", final_test=result.final_test)
-            rows.append({key: arm.start, f"{key}_epoch": arm.start / ipe, "order": label,
+            rows.append({lay.key: arm.start, f"{lay.key}_epoch": arm.start / ipe, "order": label,
                          "deficit": arm.deficit or trunk_deficit, "end": arm.end,
                          "final_test_acc": result.final_test["acc"],
                          "best_test_acc": result.best_test_acc})
     df = pd.DataFrame(rows)
-    write_text(root / "arms.csv", df.to_csv(index=False))  # this trunk's arms; results.csv summarises replicates
+    if only is None:
+        write_text(root / "arms.csv", df.to_csv(index=False))  # this trunk's arms; results.csv summarises replicates
     return df
 
 

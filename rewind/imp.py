@@ -17,16 +17,18 @@ from pathlib import Path
 import torch
 
 from rewind import config as cfg
-from rewind import seeds, steps
+from rewind import launch, seeds, steps
 from rewind.archive import run as runs
 from rewind.archive.checkpoints import sha256
 from rewind.archive.run import Run, open_run
+from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.prune import magnitude
 from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
 from rewind.train import trunk
 from rewind.train.optim import load_masked
+from rewind.train.pretrain import pretrain_plan, schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment, SegmentResult
@@ -76,6 +78,109 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     return results
 
 
+def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | None = None,
+         given: set[str] | None = None) -> launch.Plan:
+    """The runs `run` trains, as jobs: a trunk per replicate (with `out`), then per trunk one IMP
+    branch per rewind point (its levels in order inside the job), a control or perturbation after
+    the plain branch whose masks it reuses. Reads nothing but manifests."""
+    if (out is None) == (from_ is None):
+        raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
+    if from_ is not None:
+        if config.study.replicates > 1:
+            raise UserError("--replicates needs --out: each replicate trains its own trunk")
+        config = _trunk_config(config, Path(from_), given)
+    r = config.study.replicates
+    roots = [Path(from_)] if from_ is not None else [Path(out)] if r == 1 else \
+        [Path(out) / f"rep-{i:02d}" for i in range(r)]
+    jobs = []
+    for i, root in enumerate(roots):
+        c = cfg.replicate(config, i)
+        if from_ is not None:  # the trunk says how long it is
+            d = runs.read(root).manifest.data
+            ipe, total = d["iterations_per_epoch"], d["total_iterations"]
+            ks = rewind_points(c, ipe, total)
+            _check_held(c, root, ks)
+        else:
+            size = train_size(c.data.source, c.data.train_examples)
+            tplan = Plan.from_config(c.train, size, offset=schedule_offset(c, size))
+            ipe, total = tplan.iterations_per_epoch, tplan.total
+            ks = rewind_points(c, ipe, total)
+        prefix = "" if len(roots) == 1 else f"rep-{i:02d}/"
+        trunk_job = []
+        if from_ is None:
+            jobs.append(launch.Job(f"{prefix}trunk", str(root), trunk_description(c, size, ks),
+                                   {"kind": "trunk", "replicate": i, "root": str(root)}))
+            trunk_job = [jobs[-1].name]
+        # With --parallel P, P rewind points share a job and train stacked on its device.
+        for chunk in (ks[j:j + c.study.parallel] for j in range(0, len(ks), c.study.parallel)):
+            plain = c.plain()
+            names = [f"{prefix}imp-k{'+'.join(map(str, chunk))}"]
+            variants = [plain] if plain == c else [plain, c]
+            if plain != c:
+                names.append(names[0] + "".join(f"-{v}" for v in (c.imp.control, c.imp.perturb) if v != "none"))
+            for j, (name, v) in enumerate(zip(names, variants)):
+                kind = "".join(f" {x}" for x in (v.imp.control, v.imp.perturb) if x != "none")
+                what = "; ".join(f"IMP branch{kind}, rewind to k={k}, {c.imp.levels} levels of {total - k} it "
+                                 f"({steps.format(total - k, ipe)})" for k in chunk)
+                paths = [str(branch_path(v, root, k)) for k in chunk]
+                jobs.append(launch.Job(name, paths[0], what,
+                                       {"kind": "branch", "replicate": i, "root": str(root), "ks": chunk,
+                                        "control": v != plain},
+                                       after=tuple(trunk_job + names[:j]), levels=c.imp.levels,
+                                       more=tuple(paths[1:])))
+    summary = {"out": str(out) if out is not None else None, "from": str(from_) if from_ is not None else None}
+    return launch.Plan("rewind.imp", str(out if out is not None else from_), config.to_dict(), tuple(jobs), summary)
+
+
+def trunk_description(c: cfg.Config, size: int, extra: list[int] = ()) -> str:
+    """A trunk as a plan lists it: model, length, the pre-training before it, extra checkpoints."""
+    offset = schedule_offset(c, size)
+    tplan = Plan.from_config(c.train, size, offset=offset)
+    ipe = tplan.iterations_per_epoch
+    text = f"trunk, {c.model.model} on {c.data.source}, {tplan.total} it ({steps.format(tplan.total, ipe)}, {ipe} it/epoch)"
+    if c.train.deficit.strip():
+        text += f", deficit {c.train.deficit}"
+    if c.pretrain.pretrain != "none":
+        p = pretrain_plan(c, size)
+        text += f", after {c.pretrain.pretrain} pre-training of {p.total} it ({c.pretrain.pretrain_steps})"
+        text += f" that takes the schedule's first {offset} it" if offset else ""
+    if extra:
+        text += f"; checkpoints also at {', '.join(map(str, extra))}"
+    return text
+
+
+def trunk_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
+    """`rewind train` as a plan: one job, the trunk."""
+    size = train_size(config.data.source, config.data.train_examples)
+    job = launch.Job("trunk", str(out), trunk_description(config, size), {"kind": "trunk", "replicate": 0,
+                                                                           "root": str(out)})
+    return launch.Plan("rewind.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
+
+
+def execute(plan: launch.Plan, job: launch.Job) -> None:
+    """Train one job of an IMP plan in this process."""
+    c = cfg.replicate(cfg.from_sections(plan.config), job.args["replicate"])
+    root = Path(job.args["root"])
+    if job.args["kind"] == "trunk":
+        size = train_size(c.data.source, c.data.train_examples)
+        tplan = Plan.from_config(c.train, size, offset=schedule_offset(c, size))
+        extra = () if plan.summary.get("trunk_only") else tuple(rewind_points(c, tplan.iterations_per_epoch,
+                                                                                tplan.total))
+        trunk.train_replicas([c], [root], extra_saves=extra)
+        return
+    branch = (c if job.args["control"] else c.plain()).with_values(rewind_iter=",".join(f"{k}it"
+                                                                                         for k in job.args["ks"]))
+    _group([branch], [root], reuse=True)
+
+
+def summarize(plan: launch.Plan) -> None:
+    """The study's tables and plots from the complete archive (trains nothing)."""
+    if plan.summary.get("trunk_only"):
+        return
+    s = plan.summary
+    run(cfg.from_sections(plan.config), out=s["out"], from_=s["from"], given=set())
+
+
 def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None) -> cfg.Config:
     """The trunk's own data/model/train/pretrain settings, with this command's IMP, runtime and
     observation (eval, log, save, statistics) settings.
@@ -85,9 +190,9 @@ def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None)
     `--data` may name the trunk's dataset at another path.
     """
     d = runs.read_trunk(root).manifest.data
-    recorded = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime")}
+    recorded = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime", "launch")}
     held = cfg.from_record(recorded, where=str(root / "manifest.json"))
-    sections = {k: v for k, v in held.to_dict().items() if k not in ("imp", "study", "runtime")}
+    sections = {k: v for k, v in held.to_dict().items() if k not in ("imp", "study", "runtime", "launch")}
     ipe = d["iterations_per_epoch"]
     given = given if given is not None else _not_default(config)
     trunk_values = _settings(held)
@@ -108,7 +213,8 @@ def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None)
     observed = {k: v for k, v in settings.items() if k in cfg.OBSERVATION_FIELDS}
     # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
     runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items() if k in given}
-    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study), **runtime, **observed, **moved}
+    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study),
+                 **dataclasses.asdict(config.launch), **runtime, **observed, **moved}
     return cfg.from_sections(sections, overrides)
 
 
@@ -139,22 +245,22 @@ def _same_dataset(given: str, recorded: str) -> bool:
     return a == b or (b.endswith(":0") and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0])
 
 
+def rewind_points(config: cfg.Config, ipe: int, total: int) -> list[int]:
+    """The rewind points in iterations, each before the end of training (`total` iterations)."""
+    ks = sorted(set(steps.parse_list(config.imp.rewind_iter, ipe, "rewind point")))
+    if ks[-1] >= total:
+        raise UserError(f"rewind point {ks[-1]} is not before the end of training ({total} iterations)")
+    return ks
+
+
 def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[ImpResult]:
     """IMP for trunks that train together (same schedule, different seeds), at every rewind point."""
     setups = [Setup.create(c) for c in configs]
-    ipe, total = setups[0].plan.iterations_per_epoch, setups[0].plan.total
-    ks = sorted(set(steps.parse_list(configs[0].imp.rewind_iter, ipe, "rewind point")))
-    if ks[-1] >= total:
-        raise UserError(f"rewind point {ks[-1]} is not before the end of training ({total} iterations)")
+    ks = rewind_points(configs[0], setups[0].plan.iterations_per_epoch, setups[0].plan.total)
     if not reuse:
         trunk.train_replicas(configs, roots, extra_saves=tuple(ks))
     for c, root in zip(configs, roots):
-        held = runs.read(root).stage("trunk")
-        for k in ks:
-            if not held.has(k, with_state=c.imp.rewind_optimizer):
-                raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
-                                f"{', '.join(map(str, held.steps()))}. Choose from those with --rewind-iter, "
-                                f"or train a trunk with --save-at {k}")
+        _check_held(c, root, ks)
     # Each branch records its own k.
     runs_at = [(c.with_values(rewind_iter=f"{k}it"), s, r, k) for k in ks for c, s, r in zip(configs, setups, roots)]
     branches = [Branch(*a) for a in runs_at]
@@ -181,6 +287,15 @@ def _train_branches(branches: list["Branch"], parallel: int) -> list[ImpResult]:
         for b in branches:
             b.run.update(status="complete")
     return [b.result() for b in branches]
+
+
+def _check_held(config: cfg.Config, root: Path, ks: list[int]) -> None:
+    held = runs.read(root).stage("trunk")
+    for k in ks:
+        if not held.has(k, with_state=config.imp.rewind_optimizer):
+            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations "
+                            f"{', '.join(map(str, held.steps()))}. Choose from those with --rewind-iter, "
+                            f"or train a trunk with --save-at {k}")
 
 
 def branch_path(config: cfg.Config, root: Path, k: int) -> Path:

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from rewind import config as cfg
-from rewind import models, seeds
+from rewind import launch, models, seeds
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
@@ -71,6 +71,25 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     table["gap_to_scratch"] = table["final_test_acc"] - scratch
     write_text(out / "warm_start.csv", table.to_csv(index=False))
     return table
+
+
+def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
+    """The study as one job: the first phase, then the four arms in one process (`--parallel`
+    trains them together), complete once it has finished under these settings."""
+    w = config.warm
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("runtime", "launch")}
+    job = launch.Job("warm-start", str(out), f"first phase on {w.warm_fraction:g} of the data ({config.train.steps}), "
+                     f"then {', '.join(ARMS)} on all of it ({w.second_steps} each)",
+                     marker=str(Path(out) / "launch" / f"done-warm-{runs.identity_hash(settings)}.json"))
+    return launch.Plan("rewind.warm", str(out), config.to_dict(), (job,))
+
+
+def execute(plan: launch.Plan, job: launch.Job) -> None:
+    run(cfg.from_sections(plan.config), plan.out)
+
+
+def summarize(plan: launch.Plan) -> None:
+    """The study's job writes warm_start.csv itself."""
 
 
 def layers_to_reset(config: cfg.Config, model: torch.nn.Module) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from rewind import critical, imp, models
+from rewind import critical, imp, launch, models
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import masks as M
@@ -147,6 +147,14 @@ def test_online_statistics_and_fisher_trace_are_logged(archive):
     assert (fisher.trace >= fisher.trace_prunable).all()
 
 
+def test_the_imp_plan_names_what_imp_trained(archive):
+    config, root, result = archive
+    plan = imp.plan(config, out=root)
+    assert [j.path for j in plan.jobs] == [str(root), str(result.branch)] and launch.pending(plan) == []
+    # A second level extends the branch: the branch is pending again, the trunk is no job of `--from`.
+    assert [j.name for j in launch.pending(imp.plan(config.with_values(levels=2), from_=root))] == ["imp-k20"]
+
+
 def test_stats_writes_the_early_phase_table_and_mask_overlaps(archive, capsys):
     config, root, plain = archive
     imp.run(config.with_values(levels=2), from_=root)  # a second level in the same branch
@@ -176,6 +184,10 @@ def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
         assert len(curve) == 3 and set(curve.bn) == {"recompute"}
         error = curve.test_error
         assert barrier == pytest.approx(max(0, error.max() - (error.iloc[0] + error.iloc[-1]) / 2))
+    # The plan of the same command names the branches it trained: nothing left for an executor.
+    from rewind.analysis.studies import stability_plan
+
+    assert launch.pending(stability_plan(root, "20,40", 3, parallel=2)) == []
     # Again at k=20, interpolating the BatchNorm statistics, with the default points: the same
     # children (no new branch), their path measured at 30 points, both curves kept.
     code, _, err = run_cli(["stability", str(root), "--at", "20", "--bn", "interpolate", "--progress", "none"], capsys)
@@ -244,6 +256,12 @@ def test_parallel_stability_children_match_sequential_ones(archive, tmp_path, ca
 def test_critical_period_sweep_trains_the_trunk_once(tmp_path, cache):
     config = tiny_config(data_dir=cache, deficit="blur(size=4)", switch_at="0,20,40it", after="20it", lr_milestones="")
     summary = critical.run(config, tmp_path / "cp")
+    assert launch.pending(critical.plan(config, tmp_path / "cp")) == []  # the plan names what run trained
+    # Run as jobs (trunk, then each continuation, then the summary), the same table, bit for bit.
+    jobs = critical.plan(config, tmp_path / "jobs")
+    launch.execute_inline(jobs)
+    assert [j.name for j in jobs.jobs] == ["trunk", "switch_at-0", "switch_at-20", "switch_at-40"]
+    assert pd.read_csv(tmp_path / "jobs" / "results.csv").equals(pd.read_csv(tmp_path / "cp" / "results.csv"))
     assert summary.switch_at.tolist() == [0, 20, 40] and summary.replicates.tolist() == [1, 1, 1]
     assert set(summary.order) == {"blur(size=4)-then-normal"}
     assert (tmp_path / "cp" / "results.png").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rewind import steps
+from rewind import launch, steps
 from rewind.analysis.early_report import write_early_phase
 from rewind.analysis.archive import reopen
 from rewind.analysis.lmc import ORDER_SEEDS, POINTS, child_seeds, child_states, trunk_barrier
@@ -66,6 +66,72 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
     return written
 
 
+def _stability_ks(run, root: Path, at: str, points: int) -> list[int]:
+    ks = sorted(set(steps.parse_list(at, run.manifest.data["iterations_per_epoch"], "--at")))
+    if not ks or points < 2:
+        raise UserError("give --at one or more rewind iterations (e.g. '0,100,500') and --points of at least 2")
+    for k in ks:
+        if not run.stage("trunk").has(k):
+            held = ", ".join(map(str, run.stage("trunk").steps()))
+            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
+    return ks
+
+
+def _stability_branch(run, root: Path, k: int, noise: str, seeds) -> tuple[Path, dict, dict]:
+    """(folder, manifest fields, identity) of the branch holding the two children from k."""
+    child_fields = {"noise": noise, "order_seeds": [o for o, _ in seeds], "aug_seeds": [a for _, a in seeds]}
+    identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": child_fields["order_seeds"]}
+    if noise != "order-only":  # order-only children keep the identity they had before the option
+        identity["aug_seeds"] = child_fields["aug_seeds"]
+    return root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}", child_fields, identity
+
+
+def stability_plan(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
+                   bn: str = "recompute", overrides: dict | None = None, parallel: int = 1,
+                   launch_settings: dict | None = None) -> launch.Plan:
+    """`stability` as jobs: one per k (a child pair), on the complete trunk at `root`."""
+    root = Path(root)
+    run = runs.read_trunk(root)
+    ks = _stability_ks(run, root, at, points)
+    aug_seed = run.manifest.data["config"]["train"]["aug_seed"]
+    jobs = []
+    # With --parallel P, the children of P/2 rewind points share a job and train stacked.
+    per_job = max(1, parallel // 2)
+    for chunk in (ks[j:j + per_job] for j in range(0, len(ks), per_job)):
+        paths = [str(_stability_branch(run, root, k, noise, child_seeds(noise, aug_seed))[0]) for k in chunk]
+        what = "; ".join(f"two children from k={k} to the trunk's end ({noise}), barrier at {points} points "
+                         f"({bn} BatchNorm)" for k in chunk)
+        jobs.append(launch.Job(f"stability-k{'+'.join(map(str, chunk))}", paths[0], what, {"ks": chunk},
+                               more=tuple(paths[1:])))
+    options = {"points": points, "noise": noise, "bn": bn, "overrides": overrides or {}, "parallel": parallel}
+    return launch.Plan("rewind.analysis.studies", str(root), {"launch": launch_settings or {}}, tuple(jobs),
+                       {"study": "stability", "at": at, **options})
+
+
+def execute(plan: launch.Plan, job: launch.Job) -> None:
+    s = {k: v for k, v in plan.summary.items() if k not in ("study", "at")}
+    if plan.summary["study"] == "stats":
+        stats(plan.out, **s["overrides_stats"])
+        return
+    stability(plan.out, ",".join(f"{k}it" for k in job.args["ks"]), **s)
+
+
+def summarize(plan: launch.Plan) -> None:
+    if plan.summary["study"] == "stability":
+        run = runs.read_trunk(plan.out)
+        _instability_table(Path(plan.out), run.manifest.data["iterations_per_epoch"],
+                           run.manifest.data["config"]["train"]["aug_seed"])
+
+
+def stats_plan(root: str | Path, overrides: dict | None = None, launch_settings: dict | None = None) -> launch.Plan:
+    root = Path(root)
+    runs.read_trunk(root)
+    job = launch.Job("stats", str(root / "trunk" / "analysis"), "early-phase statistics of every checkpoint, "
+                     "mask overlaps", marker=str(root / "trunk" / "analysis" / "early_phase.csv"))
+    return launch.Plan("rewind.analysis.studies", str(root), {"launch": launch_settings or {}}, (job,),
+                       {"study": "stats", "overrides_stats": overrides or {}})
+
+
 def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
               bn: str = "recompute", order_seeds: tuple[int, int] = ORDER_SEEDS, overrides: dict | None = None,
               parallel: int = 1) -> pd.DataFrame:
@@ -79,23 +145,13 @@ def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "ord
     root = Path(root)
     run = runs.read_trunk(root)
     ipe = run.manifest.data["iterations_per_epoch"]
-    ks = sorted(set(steps.parse_list(at, ipe, "--at")))
-    if not ks or points < 2:
-        raise UserError("give --at one or more rewind iterations (e.g. '0,100,500') and --points of at least 2")
-    for k in ks:
-        if not run.stage("trunk").has(k):
-            held = ", ".join(map(str, run.stage("trunk").steps()))
-            raise UserError(f"trunk {root} holds no checkpoint at iteration {k}; it holds iterations {held}")
+    ks = _stability_ks(run, root, at, points)
     run, setup = reopen(root, overrides)
     seeds = child_seeds(noise, setup.config.train.aug_seed, order_seeds)
-    child_fields = {"noise": noise, "order_seeds": [o for o, _ in seeds], "aug_seeds": [a for _, a in seeds]}
     with ExitStack() as stack:
         branches, segments = [], []
         for k in ks:
-            identity = {"trunk": run.manifest.data["config_hash"], "k": k, "order_seeds": child_fields["order_seeds"]}
-            if noise != "order-only":  # order-only children keep the identity they had before the option
-                identity["aug_seeds"] = child_fields["aug_seeds"]
-            path = root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}"
+            path, child_fields, identity = _stability_branch(run, root, k, noise, seeds)
             branch = stack.enter_context(open_run(path, "stability", {"k": k, **child_fields}, identity))
             branches.append(branch)
             for (order_seed, _), state in zip(seeds, child_states(run, setup, k, seeds)):
@@ -111,14 +167,18 @@ def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "ord
             barriers[bn] = {"barrier": result.barrier, "points": points}
             branch.update(status="complete", k=k, **child_fields, barriers=barriers,
                           child_test_acc=[r.final_test["acc"] for r in results[n * i:n * i + n]])
-    # Every k measured on this trunk so far, not only this call's.
+    return _instability_table(root, ipe, setup.config.train.aug_seed)
+
+
+def _instability_table(root: Path, ipe: int, trunk_aug_seed: int) -> pd.DataFrame:
+    """instability.csv and .png: every k measured on this trunk so far, not only this call's."""
     rows = []
     for manifest in sorted((root / "branches").glob("stability-k*/manifest.json")):
         d = runs.read(manifest.parent).manifest.data
         if d.get("status") != "complete":
             continue
         orders = d.get("order_seeds") or d["identity"]["order_seeds"]
-        augs = d.get("aug_seeds") or [setup.config.train.aug_seed] * len(orders)  # made before the option
+        augs = d.get("aug_seeds") or [trunk_aug_seed] * len(orders)  # made before the option
         for mode, measured in _barriers(manifest.parent, d).items():
             rows.append({"k": d["k"], "epoch": d["k"] / ipe, "noise": d.get("noise", "order-only"), "bn": mode,
                          "points": measured["points"], "barrier": measured["barrier"],

@@ -10,15 +10,18 @@ from rewind.errors import UserError
 
 
 class FolderLock:
-    def __init__(self, folder: str | Path):
+    """`wait`: block until the holder lets go instead of refusing."""
+
+    def __init__(self, folder: str | Path, wait: bool = False):
         self.path = Path(folder) / ".lock"
+        self.wait = wait
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)

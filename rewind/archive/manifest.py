@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -46,7 +47,8 @@ def now() -> str:
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The command that made the run; a launched job records the study's command (REWIND_COMMAND)."""
+    return os.environ.get("REWIND_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 class Manifest:

@@ -52,7 +52,9 @@ def open_run(root: str | Path, kind: str, config: dict[str, Any], identity: dict
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} is a file, not a run folder; choose another --out")
-    if root.is_dir() and not (root / MANIFEST).exists() and any(p.name != ".lock" for p in root.iterdir()):
+    # `launch/`: a study's plans and job records, written before its first run starts
+    if root.is_dir() and not (root / MANIFEST).exists() and any(p.name not in (".lock", "launch")
+                                                               for p in root.iterdir()):
         raise UserError(f"{root} already exists and is not a rewind archive; choose another --out")
     with FolderLock(root):
         if (root / MANIFEST).exists():

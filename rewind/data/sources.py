@@ -156,6 +156,45 @@ def load(source: str, data_dir: str | Path, train_examples: int = 0, test_exampl
     return _load(source, root, f"{path.name}-{_fingerprint(path)}", train_examples, test_examples, subset_seed)
 
 
+# Training-set sizes of the torchvision datasets, for plans made before (or without) a download.
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "svhn": 73_257}
+
+
+def train_size(source: str, train_examples: int = 0) -> int:
+    """How many training examples a run on `source` uses, read without decoding or downloading
+    anything (a plan's epochs in iterations): the subset size, a named dataset's size, or the
+    number of images under train/<class>/ in an image folder or archive."""
+    if train_examples:
+        return train_examples
+    if source == "synthetic" or source.startswith("synthetic:"):
+        return 5000
+    if source in TRAIN_SIZES:
+        return TRAIN_SIZES[source]
+    path = Path(source).expanduser()
+    if not path.exists():
+        load(source, ".")  # the one-line message for a missing dataset
+    if path.is_dir():
+        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+    else:
+        try:
+            with tarfile.open(path) as tar:
+                names = [m.name for m in tar if m.isfile()]
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise UserError(f"cannot read dataset archive {path}: {e}; is it a complete .tar.gz?") from None
+    return sum(1 for n in names if _split_of(n) == "train")
+
+
+def _split_of(rel: str) -> str | None:
+    """'train' or 'test' for an image at <split>/<class>/<file> (under any leading folders), else None."""
+    parts = Path(rel).parts
+    for split in ("train", "test"):
+        if split in parts:
+            rest = parts[parts.index(split):]
+            if len(rest) == 3 and rest[2].lower().endswith(IMAGE_SUFFIXES):
+                return split
+    return None
+
+
 @functools.lru_cache(maxsize=2)
 def _load(source: str, root: Path, key: str, train_examples: int, test_examples: int, subset_seed: int) -> Dataset:
     if source == "synthetic" or source.startswith("synthetic:"):
@@ -261,10 +300,11 @@ def _image_folder(path: Path) -> tuple:
     items: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
 
     def add(rel: str, read):
-        parts = Path(rel).parts
-        parts = parts[parts.index("train"):] if "train" in parts else parts[parts.index("test"):] if "test" in parts else ()
-        if len(parts) == 3 and parts[2].lower().endswith(IMAGE_SUFFIXES):
-            items[parts[0]].setdefault(parts[1], []).append((parts[2], read()))
+        split = _split_of(rel)
+        if split:
+            parts = Path(rel).parts
+            parts = parts[parts.index(split):]
+            items[split].setdefault(parts[1], []).append((parts[2], read()))
 
     if path.is_dir():
         for p in sorted(path.rglob("*")):

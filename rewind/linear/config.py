@@ -172,6 +172,7 @@ class LinearRuntimeConfig:
 class PathwaysStudy:
     pathways: PathwaysConfig = PathwaysConfig()
     runtime: LinearRuntimeConfig = LinearRuntimeConfig()
+    launch: cfg.LaunchConfig = cfg.LaunchConfig()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -184,6 +185,7 @@ class PathwaysStudy:
 class CompletionStudy:
     completion: CompletionConfig = CompletionConfig()
     runtime: LinearRuntimeConfig = LinearRuntimeConfig()
+    launch: cfg.LaunchConfig = cfg.LaunchConfig()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -192,8 +194,9 @@ class CompletionStudy:
         return cfg.from_sections(self.to_dict(), values, schema=COMPLETION, make=CompletionStudy)
 
 
-PATHWAYS: dict[str, type] = {"pathways": PathwaysConfig, "runtime": LinearRuntimeConfig}
-COMPLETION: dict[str, type] = {"completion": CompletionConfig, "runtime": LinearRuntimeConfig}
+PATHWAYS: dict[str, type] = {"pathways": PathwaysConfig, "runtime": LinearRuntimeConfig, "launch": cfg.LaunchConfig}
+COMPLETION: dict[str, type] = {"completion": CompletionConfig, "runtime": LinearRuntimeConfig,
+                               "launch": cfg.LaunchConfig}
 
 
 def load_pathways(path: str | None = None, overrides: dict[str, Any] | None = None) -> PathwaysStudy:

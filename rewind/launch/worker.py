@@ -1,0 +1,53 @@
+"""What runs inside a job: read the plan, train the one run named, and write the study's summary
+if it was the last. Submitit pickles only a `Task` and two strings (the plan file and the name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from pathlib import Path
+
+import submitit
+
+from rewind.archive.atomic import write_text
+from rewind.archive.lock import FolderLock
+from rewind.errors import UserError
+from rewind.launch import Plan, done, pending, read_plan, records, study
+
+
+def run_job(plan_file: str, name: str) -> str:
+    plan = read_plan(plan_file)
+    job = plan.job(name)
+    if plan.command:
+        os.environ["REWIND_COMMAND"] = plan.command
+    records.mark(plan, job, "running")
+    try:
+        if not done(job):
+            study(plan).execute(plan, job)
+    except BaseException as e:
+        line = str(e) if isinstance(e, UserError) else (traceback.format_exception_only(e)[-1].strip() or repr(e))
+        records.mark(plan, job, "failed", line)
+        raise
+    if job.marker and not Path(job.marker).exists():  # a job that writes no run folder: done under this plan
+        write_text(Path(job.marker), json.dumps({"job": job.name, "plan": Path(plan_file).name}))
+    records.mark(plan, job, "finished")
+    summarize_if_last(plan)
+    return job.path
+
+
+def summarize_if_last(plan: Plan) -> bool:
+    """Write the study's tables and plots once every job is complete (whichever job gets here last)."""
+    if pending(plan):
+        return False
+    with FolderLock(plan.folder() / "summary", wait=True):  # one writer; a second one rewrites the same
+        study(plan).summarize(plan)
+    return True
+
+
+class Task(submitit.helpers.Checkpointable):
+    """A job that Slurm preempts or times out is requeued with the same arguments and resumes from
+    the archive's last checkpoint."""
+
+    def __call__(self, plan_file: str, name: str) -> str:
+        return run_job(plan_file, name)

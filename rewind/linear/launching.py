@@ -1,0 +1,41 @@
+"""A deep-linear sweep as a plan for the launcher: one job, the whole sweep (its networks are
+small and train batched in one process), complete once it has finished under these settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from rewind import config as cfg
+from rewind import launch
+from rewind.linear import config as linear_config
+
+SWEEPS = {"pathways": (linear_config.PATHWAYS, linear_config.PathwaysStudy),
+          "completion": (linear_config.COMPLETION, linear_config.CompletionStudy)}
+
+
+def plan(kind: str, study, out: str | Path) -> launch.Plan:
+    settings = study.to_dict()[kind]
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
+                     {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"))
+    return launch.Plan("rewind.linear.launching", str(out), study.to_dict(), (job,), {"kind": kind})
+
+
+def _brief(settings: dict) -> str:
+    return ", ".join(f"{k} {settings[k]}" for k in ("depth", "seeds", "deficit_start", "pretrain_steps")
+                     if k in settings)
+
+
+def execute(plan: launch.Plan, job: launch.Job) -> None:
+    from rewind.linear import completion, pathways
+
+    kind = job.args["kind"]
+    schema, make = SWEEPS[kind]
+    study = cfg.from_sections(plan.config, schema=schema, make=make)
+    (pathways if kind == "pathways" else completion).run(study, plan.out)
+
+
+def summarize(plan: launch.Plan) -> None:
+    """The sweep's job writes its tables and figures itself."""

@@ -1,0 +1,188 @@
+"""Studies as jobs: plans (--dry-run), the local executor, Slurm submission (a stand-in sbatch), job states."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import cli_args, run_cli, tiny_config
+from rewind import imp, launch
+from rewind.archive import run as runs
+from rewind.launch import records, submit, worker
+from rewind.train.trunk import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STUDY = ["--steps", "60it", "--save-every", "20it", "--eval-every", "60it", "--levels", "1"]
+
+
+def tiny_imp(tmp_path, *extra: str, out: str = "study") -> list[str]:
+    return ["imp", *cli_args(data_dir=str(tmp_path / "cache")), *STUDY, "--out", str(tmp_path / out), *extra]
+
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
+    code, out, err = run_cli(tiny_imp(tmp_path, "--rewind-iter", "0,20", "--control", "random-reinit",
+                                      "--dry-run"), capsys)
+    assert code == 0, err
+    assert not (tmp_path / "study").exists() and not (tmp_path / "cache").exists()
+    lines = out.splitlines()
+    assert lines[0] == f"plan: 5 runs in {tmp_path / 'study'}"
+    assert "trunk, resnet8 on synthetic, 60 it (1ep28it, 32 it/epoch)" in out and "checkpoints also at 0, 20" in out
+    assert "imp-k20-random-reinit: IMP branch random-reinit, rewind to k=20, 1 levels of 40 it (1ep8it)" in out
+    assert "[to run; after trunk, imp-k20]" in out  # a control waits for the plain branch whose masks it reuses
+
+
+def test_dry_run_of_the_full_recipe_needs_no_data(tmp_path, capsys):
+    code, out, err = run_cli(["imp", "--rewind-iter", "500", "--pretrain", "blur", "--pretrain-steps", "5ep",
+                              "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r20"), "--dry-run"], capsys)
+    assert code == 0, err
+    assert "blur pre-training of 1955 it (5ep)" in out and "checkpoints also at 500" in out
+    assert "20 levels of 60105 it" in out and not (tmp_path / "none").exists()
+
+
+def _fake_sbatch(tmp_path, monkeypatch):
+    """An `sbatch` on PATH that keeps each submission file and answers as Slurm does."""
+    bin_dir, seen = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    seen.mkdir()
+    script = bin_dir / "sbatch"
+    script.write_text("#!/bin/sh\nn=$(ls %s | wc -l)\ncp \"$1\" %s/$((n + 100)).sh\necho \"Submitted batch job $((n + 100))\"\n"
+                      % (seen, seen))
+    (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # what the job scripts start their task with
+    for tool in (script, bin_dir / "srun"):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return seen
+
+
+def test_slurm_submits_arrays_chained_afterok_and_never_twice(tmp_path, capsys, monkeypatch):
+    seen = _fake_sbatch(tmp_path, monkeypatch)
+    args = tiny_imp(tmp_path, "--rewind-iter", "0,20", "--replicates", "2", "--executor", "slurm",
+                    "--partition", "gpu", "--time-limit", "30", "--sbatch", "account=lab,qos=high")
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    files = sorted(seen.iterdir())
+    assert [f.name for f in files] == ["100.sh", "101.sh"]  # the trunks, then the branches: one array each
+    trunks, branches = (f.read_text() for f in files)
+    assert "#SBATCH --array=0-1%2" in trunks and "dependency" not in trunks
+    assert "#SBATCH --array=0-3%4" in branches and "#SBATCH --dependency=afterok:100_0:100_1" in branches
+    assert all(f"#SBATCH --{o}" in trunks for o in ("partition=gpu", "time=30", "account=lab", "qos=high"))
+    assert "submitted 2 jobs (100)" in out and "submitted 4 jobs (101) after afterok:100_0:100_1" in out
+    # Nothing runs yet: the same command submits nothing more.
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "nothing to submit: 6 runs are queued or running" in out and len(list(seen.iterdir())) == 2
+    code, out, _ = run_cli(["runs", "show", str(tmp_path / "study")], capsys)
+    assert out.splitlines()[0] == f"study {tmp_path / 'study'}: 6 queued"
+    assert "rep-01/imp-k20  queued  101_3" in out
+    code, _, err = run_cli(["runs", "summarize", str(tmp_path / "study")], capsys)
+    assert code == 2 and "6 runs of" in err and "are not complete yet (rep-00/trunk, rep-00/imp-k0" in err
+
+
+def test_a_failed_job_is_shown_with_its_last_line_and_resubmitted_alone(tmp_path, capsys, monkeypatch):
+    seen = _fake_sbatch(tmp_path, monkeypatch)
+    args = tiny_imp(tmp_path, "--rewind-iter", "20", "--executor", "slurm")
+    assert run_cli(args, capsys)[0] == 0
+    plan = launch.latest_plan(tmp_path / "study")
+    with pytest.raises(Exception):  # the branch job run before its trunk: the job itself says why
+        worker.run_job(str(plan.folder() / f"plan-{plan.key()}.json"), "imp-k20")
+    state, detail = records.state(plan, plan.job("imp-k20"))
+    assert state == "failed" and "is not a rewind archive" in detail
+    code, out, _ = run_cli(args, capsys)
+    # The trunk is still queued: not sent again, and the resubmitted branch still waits for it.
+    assert code == 0 and "submitted 1 jobs (102) after afterok:100: imp-k20" in out
+    assert "#SBATCH --dependency=afterok:100\n" in (seen / "102.sh").read_text()
+
+
+def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, out, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
+    assert code == 2 and "sbatch and srun are not on PATH" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_launch_settings_are_refused(tmp_path, capsys):
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", "--sbatch", "account"), capsys)
+    assert code == 2 and "bad sbatch parameter 'account'" in err and not (tmp_path / "study").exists()
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", "--time-limit", "0"), capsys)
+    assert code == 2 and "time_limit must be a whole number >= 1" in err
+
+
+def _same_checkpoints(a, b) -> int:
+    """Every checkpoint under archive `a` equals the one at the same place under `b`; returns how many."""
+    from safetensors.torch import load_file
+
+    files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors") if "launch" not in p.parts)
+    for rel in files:
+        x, y = load_file(a / rel), load_file(b / rel)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), rel
+    return len(files)
+
+
+def test_local_jobs_train_what_inline_trains(tmp_path, capsys, monkeypatch):
+    """A trunk and two branches of two levels, each a process of its own, bit-identical to the inline
+    run of the same command; the summary is written by the last job."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs' thread count: this test's (bit-equal results need it)
+    command = tiny_imp(tmp_path, "--rewind-iter", "0,20", "--levels", "2")
+    code, out, err = run_cli([*command, "--executor", "local", "--local-jobs", "2"], capsys)
+    assert code == 0, err
+    assert "trunk: complete" in out and "imp-k0: complete" in out and "imp-k20: complete" in out
+    study = tmp_path / "study"
+    assert len(pd.read_csv(study / "trunk" / "analysis" / "imp_results.csv")) == 6  # 2 branches x levels 0-2
+    assert runs.read(study).manifest.data["command"].startswith("rewind imp")  # the study's command, not submitit's
+    code, out, _ = run_cli([*command, "--executor", "local"], capsys)
+    assert code == 0 and f"every run of {study} is complete" in out
+    code, out, _ = run_cli(["runs", "show", str(study)], capsys)
+    assert out.splitlines()[0] == f"study {study}: 3 complete"
+    assert json.loads((study / "launch" / "jobs.json").read_text())["imp-k20"]["executor"] == "local"
+    inline = tmp_path / "inline"
+    code, _, err = run_cli(tiny_imp(tmp_path, "--rewind-iter", "0,20", "--levels", "2", out="inline"), capsys)
+    assert code == 0, err
+    assert _same_checkpoints(study, inline) > 10
+
+
+def test_a_preempted_job_is_requeued_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Slurm's way: the preemption signal, submitit's checkpoint and requeue, the run resumed from its archive."""
+    import submitit
+
+    from rewind.launch.worker import Task
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = tiny_config(data_dir=str(tmp_path / "cache"), steps="160it", save_every="20it", eval_every="160it")
+    plan = imp.trunk_plan(config, tmp_path / "t")
+    executor = submitit.LocalExecutor(folder=tmp_path / "logs")
+    executor.update_parameters(timeout_min=60)
+    job = executor.submit(Task(), str(plan.save()), "trunk")
+    manifest = tmp_path / "t" / "manifest.json"
+    while not (manifest.exists() and len(runs.read(tmp_path / "t").stage("trunk").steps()) >= 8):
+        assert not job.done(), job.stderr()
+        time.sleep(0.05)
+    worker_pid = json.loads((plan.folder() / "state" / "trunk.json").read_text())["pid"]
+    os.kill(worker_pid, signal.SIGUSR2)  # what Slurm sends the task before it preempts the job
+    deadline = time.time() + 300
+    while not launch.done(plan.jobs[0]):  # the requeued job (submitit's local executor restarts it) ends it
+        assert time.time() < deadline, job.stdout()
+        time.sleep(0.2)
+    state = json.loads((plan.folder() / "state" / "trunk.json").read_text())
+    assert state["attempt"] == 2 and state["state"] == "finished"
+    train(config, tmp_path / "inline")
+    assert _same_checkpoints(tmp_path / "t", tmp_path / "inline") > 10
+
+
+def test_waves_put_every_job_after_those_it_waits_for(tmp_path):
+    config = tiny_config(rewind_iter="0,20", control="random-reinit", steps="60it", replicates=2)
+    plan = imp.plan(config, out=tmp_path / "s")
+    waves = submit.waves(plan, list(plan.jobs))
+    assert [[j.name for j in w] for w in waves] == [
+        ["rep-00/trunk", "rep-01/trunk"],
+        ["rep-00/imp-k0", "rep-00/imp-k20", "rep-01/imp-k0", "rep-01/imp-k20"],
+        ["rep-00/imp-k0-random-reinit", "rep-00/imp-k20-random-reinit", "rep-01/imp-k0-random-reinit",
+         "rep-01/imp-k20-random-reinit"]]
+    # A trunk already complete is no dependency: its branches go out first.
+    later = [j for j in plan.jobs if "trunk" not in j.name]
+    assert [len(w) for w in submit.waves(plan, later)] == [4, 4]
