@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -59,6 +60,7 @@ def _fake_sbatch(tmp_path, monkeypatch):
     for tool in (script, bin_dir / "srun"):
         tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("REWIND_TMP_IS_SHARED", "1")  # the tests' folders live in /tmp
     return seen
 
 
@@ -104,6 +106,16 @@ def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     code, out, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
     assert code == 2 and "sbatch and srun are not on PATH" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_study_folder_the_nodes_cannot_see_is_refused(tmp_path, capsys, monkeypatch):
+    _fake_sbatch(tmp_path, monkeypatch)
+    monkeypatch.delenv("REWIND_TMP_IS_SHARED")
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
+    assert code == 2 and "which the cluster's nodes cannot see" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+    assert submit._filesystem(Path("/dev/shm/x")) in ("tmpfs", "")  # memory-backed where it is mounted
 
 
 def test_bad_launch_settings_are_refused(tmp_path, capsys):
@@ -134,7 +146,9 @@ def test_local_jobs_train_what_inline_trains(tmp_path, capsys, monkeypatch):
     assert "trunk: complete" in out and "imp-k0: complete" in out and "imp-k20: complete" in out
     study = tmp_path / "study"
     assert len(pd.read_csv(study / "trunk" / "analysis" / "imp_results.csv")) == 6  # 2 branches x levels 0-2
-    assert runs.read(study).manifest.data["command"].startswith("rewind imp")  # the study's command, not submitit's
+    manifest = runs.read(study).manifest.data
+    assert manifest["command"].startswith("rewind imp")  # the study's command, not submitit's
+    assert manifest["job"].endswith("#trunk") and manifest["job"].startswith(str(study / "launch" / "plan-"))
     code, out, _ = run_cli([*command, "--executor", "local"], capsys)
     assert code == 0 and f"every run of {study} is complete" in out
     code, out, _ = run_cli(["runs", "show", str(study)], capsys)

@@ -63,6 +63,8 @@ def _prepared(command: str, tmp: Path) -> list[str]:
     for run in reads:
         if not (tmp / run / "manifest.json").exists():
             _stand_in_trunk(tmp / run)
+    if args[:2] == ["runs", "summarize"]:
+        return [*args, "--help"]  # it needs a launched study: that the command and its argument exist
     return args if args[0] in READ_ONLY else [*args, "--dry-run"]
 
 

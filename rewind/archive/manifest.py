@@ -78,6 +78,8 @@ class Manifest:
     def new(cls, path: str | Path, **fields: Any) -> "Manifest":
         data = {"schema_version": SCHEMA_VERSION, "status": "running", "created": now(),
                 "command": command_line(), "versions": versions(), "git_sha": git_sha(), **fields, "files": {}}
+        if os.environ.get("REWIND_JOB"):  # made by a launched job: its plan file and name
+            data["job"] = os.environ["REWIND_JOB"]
         return cls(Path(path), data)
 
     @property

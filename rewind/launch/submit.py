@@ -45,6 +45,9 @@ def waves(plan: Plan, jobs: list[Job]) -> list[list[Job]]:
 
 def submit(plan: Plan, launch: cfg.LaunchConfig, say: Callable[[str], None] = print) -> None:
     """Send out what `plan` still needs, saying what happens; UserError if a local run failed."""
+    if launch.executor == "slurm":  # before anything is written
+        check_slurm()
+        check_visible(plan.out)
     jobs = to_submit(plan)
     if not jobs:
         waiting = [j.name for j in plan.jobs if records.state(plan, j)[0] != "complete"]
@@ -131,6 +134,31 @@ def detach(plan: Plan, plan_file: Path, jobs: list[Job], say: Callable[[str], No
     say(f"archive: {plan.out}; follow it with `rewind runs show {plan.out}`")
 
 
+NODE_LOCAL = ("tmpfs", "ramfs")
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem `path` is on (its longest mount point in /proc/mounts), or ''."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    best = max((m for m in mounts if path == Path(m[0]) or Path(m[0]) in path.parents), key=lambda m: len(m[0]),
+               default=None)
+    return best[1] if best else ""
+
+
+def check_visible(out: str) -> None:
+    """The study folder must be one the cluster's nodes see: not memory-backed, not /tmp of this node."""
+    path = Path(out).expanduser().resolve()
+    fs = _filesystem(path)
+    if fs in NODE_LOCAL or path == Path("/tmp") or (Path("/tmp") in path.parents and os.environ.get(
+            "REWIND_TMP_IS_SHARED") != "1"):
+        raise UserError(f"{out} is on this machine's own {'memory (' + fs + ')' if fs in NODE_LOCAL else '/tmp'}, "
+                        "which the cluster's nodes cannot see: put --out on the shared filesystem (e.g. under "
+                        "your home or project folder)")
+
+
 def check_slurm() -> None:
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if missing:
@@ -145,7 +173,6 @@ def submit_slurm(plan: Plan, plan_file: Path, jobs: list[Job], launch: cfg.Launc
 
     from rewind.launch.worker import Task
 
-    check_slurm()
     table = records.submitted(plan)
     ids = {name: e["job_id"] for name, e in table.items() if e.get("executor") == "slurm"}
     executor = submitit.AutoExecutor(folder=plan.folder() / "logs" / "%j", cluster="slurm")

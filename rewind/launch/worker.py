@@ -19,13 +19,27 @@ from rewind.launch import Plan, done, pending, read_plan, records, study
 def run_job(plan_file: str, name: str) -> str:
     plan = read_plan(plan_file)
     job = plan.job(name)
-    if plan.command:
-        os.environ["REWIND_COMMAND"] = plan.command
+    # Every run it makes records the study's command and this job (not the worker's own argv).
+    marks = {"REWIND_COMMAND": plan.command, "REWIND_JOB": f"{Path(plan_file).resolve()}#{name}"}
+    before = {k: os.environ.get(k) for k in marks}
+    os.environ.update({k: v for k, v in marks.items() if v})
+    try:
+        _run(plan, plan_file, job)
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return job.path
+
+
+def _run(plan: Plan, plan_file: str, job) -> None:
     records.mark(plan, job, "running")
     try:
         if not done(job):
             study(plan).execute(plan, job)
-    except BaseException as e:
+    except Exception as e:  # a preemption's SystemExit is no failure: the job is requeued
         line = str(e) if isinstance(e, UserError) else (traceback.format_exception_only(e)[-1].strip() or repr(e))
         records.mark(plan, job, "failed", line)
         raise
@@ -33,7 +47,6 @@ def run_job(plan_file: str, name: str) -> str:
         write_text(Path(job.marker), json.dumps({"job": job.name, "plan": Path(plan_file).name}))
     records.mark(plan, job, "finished")
     summarize_if_last(plan)
-    return job.path
 
 
 def summarize_if_last(plan: Plan) -> bool:
