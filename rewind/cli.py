@@ -63,6 +63,13 @@ def cli() -> None:
     """rewind: lottery tickets, rewinding and the early phase of training."""
 
 
+def _say_pretrain(config: cfg.Config, config_file: str | None, options: dict[str, Any]) -> None:
+    """The first line of a run that pre-trains: the pre-training it starts, and its length."""
+    if config.pretrain.pretrain != "none":
+        defaulted = "pretrain_steps" not in cfg.given(config_file, given(options))
+        click.echo(config.pretrain.describe(defaulted=defaulted))
+
+
 @cli.command()
 @config_options(TRUNK_SECTIONS)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
@@ -71,6 +78,7 @@ def train(config_file: str | None, out: str, **options: Any) -> None:
     from rewind.train.trunk import train as train_trunk
 
     config = build_config(config_file, options)
+    _say_pretrain(config, config_file, options)
     result = train_trunk(config, out)
     acc = result.final_test["acc"]
     click.echo(f"trunk {out}: final test accuracy {100 * acc:.2f}% (best {100 * result.best_test_acc:.2f}%)")
@@ -91,6 +99,8 @@ def imp(config_file: str | None, out: str | None, from_: str | None, **options: 
     from rewind.imp import run
 
     config = build_config(config_file, options)
+    if from_ is None:  # with --from the trunk, and its pre-training, exist
+        _say_pretrain(config, config_file, options)
     results = run(config, out=out, from_=from_, given=cfg.given(config_file, given(options)))
     for r in results:
         click.echo(f"branch {r.branch}")
@@ -153,7 +163,7 @@ def stats(run: str, **options: Any) -> None:
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
-@click.option("--points", default=30, show_default=True,
+@click.option("--points", default=30, show_default=True, type=click.IntRange(min=2),
               help="evenly spaced points on the linear path, endpoints included (30 in Frankle et al. 2020)")
 @click.option("--noise", type=click.Choice(("order-and-augmentation", "order-only")),
               default="order-and-augmentation", show_default=True,
