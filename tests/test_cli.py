@@ -7,6 +7,8 @@ import pytest
 from conftest import cli_args, run_cli
 from rewind.archive.lock import FolderLock
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only waits
+
 
 def tiny_args(tmp_path, **overrides):
     return cli_args(data_dir=str(tmp_path / "cache"), **overrides)
@@ -113,8 +115,8 @@ def test_pretraining_without_a_length_uses_the_modes_default(tmp_path, capsys):
     """`--pretrain blur` alone trains blur's default 40 epochs (here 1 iteration each), says so in its
     first line, records the length in the manifest and shows it in `rewind runs show`."""
     out = tmp_path / "r"
-    args = tiny_args(tmp_path, train_examples=32, test_examples=32, steps="48it", lr_milestones="",
-                     eval_every="48it", log_every="48it", save_every="48it")
+    args = tiny_args(tmp_path, train_examples=8, test_examples=8, batch_size=8, width=4, steps="44it",
+                     lr_milestones="", eval_every="44it", log_every="44it", save_every="44it")
     code, stdout, err = run_cli(["train", "--out", str(out), "--pretrain", "blur", "--stats-every", "0", *args],
                                 capsys)
     assert code == 0, err
@@ -123,7 +125,7 @@ def test_pretraining_without_a_length_uses_the_modes_default(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["pretrain"]["pretrain_steps"] == "40ep"
     assert manifest["identity"]["pretrain"]["pretrain_steps"] == "40ep"
-    assert (manifest["pretrain_iterations"], manifest["schedule_offset"], manifest["total_iterations"]) == (40, 40, 8)
+    assert (manifest["pretrain_iterations"], manifest["schedule_offset"], manifest["total_iterations"]) == (40, 40, 4)
     from rewind.archive import run as runs
 
     assert runs.read(out).stage("trunk/pretrain").steps()[-1] == 40
