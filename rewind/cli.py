@@ -85,6 +85,13 @@ def cli() -> None:
     """rewind: lottery tickets, rewinding and the early phase of training."""
 
 
+def _say_pretrain(config: cfg.Config, config_file: str | None, options: dict[str, Any]) -> None:
+    """The first line of a run that pre-trains: the pre-training it starts, and its length."""
+    if config.pretrain.pretrain != "none":
+        defaulted = "pretrain_steps" not in cfg.given(config_file, given(options))
+        click.echo(config.pretrain.describe(defaulted=defaulted))
+
+
 @cli.command()
 @config_options(TRUNK_SECTIONS)
 @dry_run_option
@@ -95,6 +102,7 @@ def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> N
     from rewind.train.trunk import train as train_trunk
 
     config = build_config(config_file, options)
+    _say_pretrain(config, config_file, options)
     if launched(config.launch, lambda: trunk_plan(config, out), dry_run):
         return
     result = train_trunk(config, out)
@@ -119,6 +127,8 @@ def imp(config_file: str | None, out: str | None, from_: str | None, dry_run: bo
 
     config = build_config(config_file, options)
     asked = cfg.given(config_file, given(options))
+    if from_ is None:  # with --from the trunk, and its pre-training, exist
+        _say_pretrain(config, config_file, options)
     if launched(config.launch, lambda: plan(config, out=out, from_=from_, given=asked), dry_run):
         return
     results = run(config, out=out, from_=from_, given=asked)
@@ -196,7 +206,7 @@ def stats(run: str, dry_run: bool, **options: Any) -> None:
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
-@click.option("--points", default=30, show_default=True,
+@click.option("--points", default=30, show_default=True, type=click.IntRange(min=2),
               help="evenly spaced points on the linear path, endpoints included (30 in Frankle et al. 2020)")
 @click.option("--noise", type=click.Choice(("order-and-augmentation", "order-only")),
               default="order-and-augmentation", show_default=True,

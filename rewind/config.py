@@ -52,7 +52,8 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
     if valid and value is not None:
         test, text = RANGES[valid]
         if not test(value):
-            raise UserError(f"{f.name} must be {text}, got {value!r} (--{f.name.replace('_', '-')})")
+            unset = "; leave it out for its default" if f.default is None else ""
+            raise UserError(f"{f.name} must be {text}, got {value!r} (--{f.name.replace('_', '-')}){unset}")
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,9 @@ class ModelConfig:
     model: str = _f("resnet20", "architecture: resnet<6n+2> (CIFAR ResNet: resnet20, resnet56, ...), resnet18, "
                                 "vgg11, vgg13, vgg16, vgg19, wrn<d>-<k> (wide ResNet, e.g. wrn16-8), "
                                 "lenet<h1>-<h2> (e.g. lenet300-100), allcnn")
-    width: int = _f(0, "channels of the first stage or conv; 0 = the model's own (resnet<6n+2> 16, resnet18 64 "
-                       "(16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs from the name)",
-                       valid="count0")
+    width: int | None = _f(None, "channels of the first stage or conv (default: the model's own, resnet<6n+2> 16, "
+                                 "resnet18 64 (16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs "
+                                 "from the name)", valid="count1")
     blocks: int = _f(0, "resnet18: blocks per stage (0 = 2, ResNet-18's)", valid="count0")
 
 
@@ -126,12 +127,30 @@ class TrainConfig:
                           "vertical-flip, noise, no-augmentation, no-weight-decay, subset")
 
 
+# Each pre-training mode's defaults: what `--pretrain MODE` uses for the settings not given.
+# Lengths from PROTOCOLS.md section 3 (Frankle, Schwab & Morcos 2020, "The Early Phase of Neural
+# Network Training"): "rotation prediction ..., random labels ..., blurred inputs, a data subset;
+# for 0 to 40 epochs". The protocol gives one range for every mode, not a length per mode; each
+# mode defaults to its end, 40 epochs, the pre-training its expected effects are stated for
+# ("longer random-label pre-training hurts"; "blur helps less than rewinding"). Epochs of the
+# pre-training data, as `pretrain_steps` counts them. The blur size is the protocols' blur
+# (section 4: "downsample to 8x8", the early-phase paper's 4x blur of 32x32 images); section 3
+# states no subset fraction: half the training set, as rewind had it.
+PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "blur": {"pretrain_steps": "40ep", "pretrain_blur_size": 8},
+    "random-labels": {"pretrain_steps": "40ep"},
+    "rotation": {"pretrain_steps": "40ep"},
+    "subset": {"pretrain_steps": "40ep", "pretrain_subset": 0.5},
+}
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     pretrain: str = _f("none", "pre-training before iteration 0 of the main run; its weights become iteration 0",
                        choices=("none", "blur", "random-labels", "rotation", "subset"))
-    pretrain_steps: str = _f("0it", "length of the pre-training phase, e.g. '10ep', in epochs of the pre-training "
-                                    "data (a subset's epochs are shorter), as in OpenLTH (0 = none)")
+    pretrain_steps: str = _f("", "length of the pre-training phase, e.g. '10ep', in epochs of the pre-training "
+                                 "data (a subset's epochs are shorter), as in OpenLTH; empty: the mode's default "
+                                 "(40ep for each mode, Frankle et al. 2020's longest)")
     pretrain_schedule: str = _f("offset", "offset: the pre-training's P iterations take the place of the schedule's "
                                           "first P steps, so the main run continues it from step P (learning rate, "
                                           "data order, augmentation) and ends where it ends, as OpenLTH's "
@@ -142,10 +161,32 @@ class PretrainConfig:
     pretrain_optimizer: str = _f("same", "optimizer of the pre-training phase: same (as the main run's), sgd, adam, "
                                          "adamw or rmsprop (with the main run's betas, eps, ... settings)",
                                  choices=("same", *OPTIMIZERS))
-    pretrain_blur_size: int = _f(8, "blur: downsample to this size, then upsample back", valid="count1")
-    pretrain_subset: float = _f(0.5, "subset: fraction of the training set used", valid="fraction")
+    pretrain_blur_size: int = _f(PRETRAIN_DEFAULTS["blur"]["pretrain_blur_size"],
+                                 "blur: downsample to this size, then upsample back", valid="count1")
+    pretrain_subset: float = _f(PRETRAIN_DEFAULTS["subset"]["pretrain_subset"],
+                                "subset: fraction of the training set used", valid="fraction")
     pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset (the data order derives from "
                                "order_seed and aug_seed)", valid="count0")
+
+    def __post_init__(self) -> None:
+        # An empty length is the mode's default, stored resolved: the manifest, the run hash and
+        # `rewind runs show` hold the length trained (so '40ep' given and '40ep' by default are one run).
+        if self.pretrain != "none" and not str(self.pretrain_steps).strip():
+            default = PRETRAIN_DEFAULTS.get(self.pretrain, {}).get("pretrain_steps", "")
+            object.__setattr__(self, "pretrain_steps", default)
+
+    def describe(self, iterations: int | None = None, defaulted: bool = False) -> str:
+        """One line on this pre-training, e.g. 'pretrain blur: 40ep (blur's default; --pretrain-steps sets
+        another), blur size 8, constant lr 0.1, schedule offset'; `iterations`: its length in iterations,
+        where known; `defaulted`: the length is the mode's default."""
+        length = self.pretrain_steps + (f" = {iterations} iterations" if iterations is not None else "")
+        if defaulted:
+            length += f" ({self.pretrain}'s default; --pretrain-steps sets another)"
+        extra = {"blur": f", blur size {self.pretrain_blur_size}",
+                 "subset": f", subset {self.pretrain_subset:g} of the training set"}.get(self.pretrain, "")
+        optimizer = "" if self.pretrain_optimizer == "same" else f" {self.pretrain_optimizer}"
+        return (f"pretrain {self.pretrain}: {length}{extra}, constant{optimizer} lr {self.pretrain_lr:g}, "
+                f"schedule {self.pretrain_schedule}")
 
 
 @dataclass(frozen=True)
@@ -285,7 +326,7 @@ class Config:
         for key in OBSERVATION_FIELDS:  # when to evaluate, log or save changes no weight
             del d["train"][key]
         d["data"]["source"] = dataset_identity(self.data.source)
-        d["model"]["width"] = models.resolved_width(self.model.model, self.model.width)
+        d["model"]["width"] = models.resolved_width(self.model.model, self.model.width or 0)
         for key in OPTIMIZER_FIELDS:  # the optimizers' settings as they train, and only those
             del d["train"][key]
         d["train"].update(optimizer_settings(self.train))
@@ -407,9 +448,16 @@ def _validate(config: Config) -> None:
     from rewind.data.phases import parse_list
 
     parse_list(t.deficit, 10**9)  # the syntax, early; windows in epochs are checked once epochs are known
-    if config.pretrain.pretrain != "none" and steps.parse(config.pretrain.pretrain_steps, 1) == 0:
-        raise UserError(f"--pretrain {config.pretrain.pretrain} needs a length: add --pretrain-steps, e.g. 5ep")
-    models.check(config.model.model, config.model.width, config.model.blocks)
+    p = config.pretrain
+    if p.pretrain != "none" and steps.parse(p.pretrain_steps, 1, "pretrain_steps") == 0:
+        default = PRETRAIN_DEFAULTS[p.pretrain]["pretrain_steps"]
+        raise UserError(f"--pretrain {p.pretrain} needs a length above 0, got --pretrain-steps {p.pretrain_steps}: "
+                        f"leave it out for the mode's default ({default}), or give one, e.g. 10ep")
+    for name in ("steps", "second_steps"):
+        if steps.parse(flat[name], 1, name) == 0:
+            raise UserError(f"{name} must be above 0 (a training length), got {flat[name]!r} "
+                            f"(--{name.replace('_', '-')}), e.g. '160ep'")
+    models.check(config.model.model, config.model.width or 0, config.model.blocks)
     _check_optimizers(config)
 
 
@@ -520,11 +568,15 @@ def from_record(sections: dict[str, Any], overrides: dict[str, Any] | None = Non
                 where: str = "manifest") -> Config:
     """A Config from the config a manifest records, also one written by an earlier rewind.
 
-    Settings renamed since are read under their new names, and a pre-trained archive that
-    predates `pretrain_schedule` is read as restart, the way it trained.
+    Settings renamed since are read under their new names, a width recorded as 0 (the model's
+    own) as unset, and a pre-trained archive that predates `pretrain_schedule` is read as
+    restart, the way it trained.
     """
     sections = {name: dict(table) if isinstance(table, dict) else table for name, table in sections.items()}
     pre, crit = sections.get("pretrain", {}), sections.get("critical", {})
+    model = sections.get("model", {})
+    if model.get("width") == 0:
+        model["width"] = None  # written 0 for the model's own width before the default was unset
     if pre.get("pretrain", "none") != "none":
         pre.setdefault("pretrain_schedule", "restart")
     if "removal" in crit:

@@ -168,7 +168,7 @@ def test_recipes_of_the_other_papers_match_their_protocols():
     assert ash.train.lr_milestones == "" and ash.train.weight_decay == 0.0
     berariu = cfg.load("configs/resnet18_cifar10_plasticity.toml")
     assert (berariu.model.width, berariu.train.optimizer, berariu.train.steps, berariu.warm.second_steps) == (
-        0, "adam", "350ep", "500ep")
+        None, "adam", "350ep", "500ep")
 
 
 def test_archives_made_before_the_renames_read_as_they_trained():
@@ -182,3 +182,52 @@ def test_archives_made_before_the_renames_read_as_they_trained():
     assert config.pretrain.pretrain_schedule == "restart"
     assert "pretrain_schedule" not in config.experiment_dict()["pretrain"]
     assert "pretrain_schedule" in config.with_values(pretrain_schedule="offset").experiment_dict()["pretrain"]
+
+
+def test_each_pretraining_mode_defaults_to_the_protocols_length():
+    """PROTOCOLS.md section 3 (Frankle et al. 2020): every mode 'for 0 to 40 epochs'; each defaults to
+    40 epochs of its data, the blur to 8x8 (section 4), the subset to half the training set."""
+    assert cfg.PRETRAIN_DEFAULTS == {
+        "blur": {"pretrain_steps": "40ep", "pretrain_blur_size": 8},
+        "random-labels": {"pretrain_steps": "40ep"},
+        "rotation": {"pretrain_steps": "40ep"},
+        "subset": {"pretrain_steps": "40ep", "pretrain_subset": 0.5},
+    }
+    assert set(cfg.PRETRAIN_DEFAULTS) == set(cfg.all_fields()["pretrain"][1].metadata["choices"]) - {"none"}
+    for mode, defaults in cfg.PRETRAIN_DEFAULTS.items():
+        p = cfg.load("configs/resnet20_cifar10.toml", {"pretrain": mode}).pretrain
+        assert {k: getattr(p, k) for k in defaults} == defaults
+        assert cfg.PretrainConfig(pretrain=mode).pretrain_steps == "40ep"  # the Python API resolves it too
+    assert cfg.load(None, {"pretrain": "blur", "pretrain_steps": "10ep"}).pretrain.pretrain_steps == "10ep"
+
+
+def test_the_default_pretraining_length_is_stored_and_hashed_as_given():
+    """The resolved length is what the manifest records and the hash sees: by default or given, one run;
+    archives made before the default (an explicit length, or none) keep their hashes."""
+    default = cfg.load("configs/resnet20_cifar10.toml", {"pretrain": "blur"})
+    explicit = cfg.load("configs/resnet20_cifar10.toml", {"pretrain": "blur", "pretrain_steps": "40ep"})
+    assert default == explicit and default.to_dict()["pretrain"]["pretrain_steps"] == "40ep"
+    assert default.hash() == explicit.hash() == "0bcc5fe26139"  # as rewind hashed '40ep' given before defaults
+    assert cfg.load("configs/resnet20_cifar10.toml").hash() == "3656fa5eb9f3"  # no pre-training: unchanged
+    assert default.hash() != default.with_values(pretrain_steps="10ep").hash()
+    assert cfg.from_record(default.to_dict()).hash() == default.hash()
+
+
+def test_an_explicit_zero_pretraining_length_is_refused():
+    with pytest.raises(UserError, match=r"^--pretrain blur needs a length above 0, got --pretrain-steps 0it: "
+                                        r"leave it out for the mode's default \(40ep\)"):
+        cfg.load(None, {"pretrain": "blur", "pretrain_steps": "0it"})
+
+
+def test_width_is_the_models_own_unless_given(tmp_path):
+    """0 channels is refused; left out, the model's own width; archives that recorded 0 for it read as unset."""
+    assert cfg.load(None).model.width is None and cfg.load(None).experiment_dict()["model"]["width"] == 16
+    with pytest.raises(UserError, match=r"^width must be a whole number >= 1, got 0 \(--width\); leave it out"):
+        cfg.load(None, {"width": 0})
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nwidth = 0\n")
+    with pytest.raises(UserError, match="^width must be"):
+        cfg.load(path)
+    old = cfg.Config().to_dict()
+    old["model"]["width"] = 0
+    assert cfg.from_record(old) == cfg.Config() and cfg.from_record(old).hash() == cfg.Config().hash()

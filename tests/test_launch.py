@@ -40,12 +40,15 @@ def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, capsys):
     assert "[to run; after trunk, imp-k20]" in out  # a control waits for the plain branch whose masks it reuses
 
 
-def test_dry_run_of_the_full_recipe_needs_no_data(tmp_path, capsys):
-    code, out, err = run_cli(["imp", "--rewind-iter", "500", "--pretrain", "blur", "--pretrain-steps", "5ep",
-                              "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r20"), "--dry-run"], capsys)
+def test_dry_run_of_the_headline_command_needs_no_data(tmp_path, capsys):
+    """`rewind imp --rewind-iter 500 --pretrain blur` as written, on the full recipe's defaults."""
+    code, out, err = run_cli(["imp", "--rewind-iter", "500", "--pretrain", "blur", "--data-dir", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "r20"), "--dry-run"], capsys)
     assert code == 0, err
-    assert "blur pre-training of 1955 it (5ep)" in out and "checkpoints also at 500" in out
-    assert "20 levels of 60105 it" in out and not (tmp_path / "none").exists()
+    assert out.startswith("pretrain blur: 40ep (blur's default")
+    assert "after blur pre-training of 15640 it (40ep) that takes the schedule's first 15640 it" in out
+    assert "checkpoints also at 500" in out and "20 levels of 46420 it" in out
+    assert not (tmp_path / "none").exists() and not (tmp_path / "r20").exists()
 
 
 def _fake_sbatch(tmp_path, monkeypatch):

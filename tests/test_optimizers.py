@@ -64,9 +64,9 @@ def double_states(model: dict, optimizer: dict) -> list[loop.TrainState]:
 @pytest.mark.parametrize("model, optimizer", [
     (dict(model="resnet18", width=4), dict(optimizer="sgd", lr=0.05)),
     (dict(model="vgg11", width=8), dict(optimizer="adam", lr=1e-3, weight_decay=1e-4)),
-    (dict(model="lenet64-32", width=0), dict(optimizer="adam", lr=1e-3)),
+    (dict(model="lenet64-32", width=None), dict(optimizer="adam", lr=1e-3)),
     (dict(model="allcnn", width=8), dict(optimizer="rmsprop", lr=1e-3, momentum=0.5)),
-    (dict(model="wrn10-1", width=0), dict(optimizer="adamw", lr=1e-3, weight_decay=1e-2)),
+    (dict(model="wrn10-1", width=None), dict(optimizer="adamw", lr=1e-3, weight_decay=1e-2)),
 ])
 def test_each_replica_of_any_model_and_optimizer_ends_where_it_ends_alone(model, optimizer):
     solo, parallel = double_states(model, optimizer), double_states(model, optimizer)
@@ -153,7 +153,7 @@ def models_names(root):
 
 
 def test_an_interrupted_adam_run_resumes_bit_for_bit(tmp_path, monkeypatch, small_data):
-    config = tiny_config(**{**SMALL, "steps": "16it"}, model="lenet64-32", width=0, optimizer="adam", lr=1e-3,
+    config = tiny_config(**{**SMALL, "steps": "16it"}, model="lenet64-32", width=None, optimizer="adam", lr=1e-3,
                          data_dir=str(tmp_path / "cache"))
     train(config, tmp_path / "full")
     real = loop.train_step
@@ -175,7 +175,7 @@ def test_an_interrupted_adam_run_resumes_bit_for_bit(tmp_path, monkeypatch, smal
 
 
 def test_pretraining_and_the_second_warm_phase_take_their_own_optimizer(tmp_path, small_data):
-    config = tiny_config(**{**SMALL, "steps": "8it"}, model="lenet64-32", width=0, pretrain="blur", pretrain_steps="4it",
+    config = tiny_config(**{**SMALL, "steps": "8it"}, model="lenet64-32", width=None, pretrain="blur", pretrain_steps="4it",
                          pretrain_optimizer="adam", pretrain_lr=1e-3, data_dir=str(tmp_path / "cache"))
     train(config, tmp_path / "run")
     run = runs.read(tmp_path / "run")
@@ -232,7 +232,7 @@ def test_every_model_trains_through_rewind_train(tmp_path, capsys, model):
     run = runs.read(tmp_path / "r")
     assert run.manifest.data["identity"]["model"]["model"] == model
     weights = run.stage("trunk").load(2).tensors
-    fresh = small_setup(model=model, width=int(width or 0))
+    fresh = small_setup(model=model, width=int(width) if width else None)
     assert set(weights) == set(fresh.new_model().state_dict())
     if model == "lenet300-100":
         assert weights["fc_layers.0.weight"].shape == (300, 784)

@@ -44,6 +44,10 @@ def describe(path: Path) -> str:
         + (f"{100 * d['best_test_acc']:.2f}% best" if "best_test_acc" in d else "- best"),
         f"checkpoints ({len(held)}): {', '.join(map(str, held)) or 'none'}",
     ]
+    linear = str(d.get("kind", "")).startswith("linear-")  # sections of rewind.linear.config, stored resolved
+    config = None if linear else cfg.from_record(d["config"])
+    if config is not None and config.pretrain.pretrain != "none":
+        lines.insert(6, f"pretrain   {config.pretrain.describe(d.get('pretrain_iterations')).removeprefix('pretrain ')}")
     branches = sorted((path / "branches").glob("*/manifest.json")) if (path / "branches").is_dir() else []
     if branches:
         lines.append("branches:")
@@ -51,6 +55,5 @@ def describe(path: Path) -> str:
             bd = Manifest.read(b).data
             done = len([k for k in bd.get("files", {}) if k.endswith("mask.safetensors")])
             lines.append(f"  {b.parent.name}  {bd.get('kind')}  {bd.get('status')}  levels started: {done}")
-    linear = str(d.get("kind", "")).startswith("linear-")  # sections of rewind.linear.config, stored resolved
-    lines += ["", "# resolved config", cfg.to_toml(d["config"] if linear else cfg.from_record(d["config"]))]
+    lines += ["", "# resolved config", cfg.to_toml(d["config"] if linear else config)]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from rewind.errors import UserError
 from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
 from rewind.train.optim import autocast_dtype, compile_setting, make_optimizer
-from rewind.train.pretrain import pretrain, schedule_offset
+from rewind.train.pretrain import pretrain, pretrain_plan, schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
@@ -62,7 +62,7 @@ class Setup:
         """A fresh model for this data on the device: the run's init (`model_seed`) unless `seed` is
         given, with the dataset's classes unless `num_classes` is (a pre-training head)."""
         m = self.config.model
-        model = models.build(m.model, m.width, num_classes or self.data.num_classes,
+        model = models.build(m.model, m.width or 0, num_classes or self.data.num_classes,
                              self.config.train.model_seed if seed is None else seed, blocks=m.blocks,
                              in_channels=self.data.in_channels, image_size=self.data.image_size)
         return model.to(self.device, memory_format=torch.channels_last)
@@ -132,9 +132,15 @@ def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
 
 
 def _manifest_fields(setup: Setup) -> dict[str, Any]:
+    """What a trunk's manifest records besides its config: its resolved lengths, device and seeds
+    (with a pre-training, its length in iterations: `pretrain_iterations`)."""
     t = setup.config.train
-    return dict(iterations_per_epoch=setup.plan.iterations_per_epoch, total_iterations=setup.plan.total,
-                schedule_offset=setup.plan.offset, device=str(setup.device), seeds={"model": t.model_seed, "order": t.order_seed, "aug": t.aug_seed})
+    fields = dict(iterations_per_epoch=setup.plan.iterations_per_epoch, total_iterations=setup.plan.total,
+                  schedule_offset=setup.plan.offset, device=str(setup.device),
+                  seeds={"model": t.model_seed, "order": t.order_seed, "aug": t.aug_seed})
+    if setup.config.pretrain.pretrain != "none":
+        fields["pretrain_iterations"] = pretrain_plan(setup.config, len(setup.data.train_y)).total
+    return fields
 
 
 def initial_model(setup: Setup, run: Run) -> torch.nn.Module:
