@@ -89,7 +89,7 @@ def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> floa
     device = setup.device
     model = setup.new_model().to(memory_format=torch.contiguous_format)
     t = setup.config.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, **cfg.optimizer_settings(t, "sgd"))
     loader = torch.utils.data.DataLoader(Images(setup.data.train_x, setup.data.train_y), batch_size=t.batch_size,
                                          shuffle=True, num_workers=workers, drop_last=True,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
