@@ -32,7 +32,7 @@ def reuse_cpu_memory() -> None:
 
     glibc serves every allocation over 32 MB (a ResNet-20 layer's output at 1000 images is 65 MB)
     with a fresh mmap and unmaps it when freed, so each layer of each batch page-faults its memory
-    in again: measured, 40% of a CPU evaluation's time went to those faults (tools/bench.py).
+    in again: measured on a 2-core CPU, about 40% of an evaluation's CPU time went to those faults.
     With no mmap and a high trim threshold the heap keeps that memory and hands it out again;
     the process's memory then stays at its peak. Nothing computed changes.
     """
@@ -49,14 +49,22 @@ def reuse_cpu_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer,
              batch_size: int | None = None, compile: str = "off") -> dict[str, float]:
     """Mean cross-entropy and accuracy (in [0, 1]) of `model` on uint8 `images`, in eval mode.
-    `batch_size`: default `eval_batch_size(device)`; `compile`: how `model` was compiled (`optim.compiled`)."""
+    `batch_size`: default `eval_batch_size(device)`; `compile`: how `model` was compiled (`optim.compiled`).
+
+    Under inference mode (no autograd bookkeeping at all), except with CUDA graphs, which keep
+    no_grad as before: how their trees behave under inference mode is not tried on a GPU yet."""
     batch_size = batch_size or eval_batch_size(images.device)
     if images.device.type == "cpu":
         reuse_cpu_memory()
+    with torch.no_grad() if compile == "graphs" else torch.inference_mode():
+        return _evaluate(model, images, labels, normalize, batch_size, compile)
+
+
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer,
+              batch_size: int, compile: str) -> dict[str, float]:
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=images.device)
