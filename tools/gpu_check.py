@@ -437,6 +437,8 @@ def fastest_correct(check: Check) -> tuple[str, str]:
         ok = s == "eager" or (c.get(s, {}).get("pass") and c.get(f"pruned_{s}", {}).get("pruned_zero"))
         if ok and "images_s" in t.get(f"fast_{s}", {}):
             rates[s] = t[f"fast_{s}"]["images_s"]
+        elif ok and s in check.step_s:  # its throughput item did not run: the correctness run's rate
+            rates[s] = check.setup.config.train.batch_size / check.step_s[s]
     if not rates:
         raise Skip("no training rate was measured")
     best = max(rates, key=rates.get)
