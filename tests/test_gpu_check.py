@@ -107,14 +107,14 @@ def test_plan_full_run(gpu_check):
 
 def test_no_budget_skips_with_reasons(gpu_check, tmp_path):
     assert gpu_check.main(["--tiny", "--device", "cpu", "--budget-s", "0", "--out", str(tmp_path),
-                           "--data-dir", str(tmp_path / "cache")]) == 0
+                           "--data-dir", str(tmp_path / "cache"), "--skip", "full_run"]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["environment"]["torch"] == torch.__version__
     for section, names in (("correctness", CORRECTNESS), ("throughput", THROUGHPUT)):
         for name in names:
             reason = report[section][name]["skipped"]
             assert ("CUDA" if name in CUDA_ONLY else "budget") in reason
-    assert report["full_run"]["run"]["skipped"]
+    assert report["full_run"]["run"]["skipped"] == "--skip full_run"
 
 
 def test_missing_data_is_one_line(gpu_check, tmp_path, capsys):

@@ -27,7 +27,6 @@ import dataclasses
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import shutil
@@ -108,6 +107,9 @@ class Check:
         t0 = time.perf_counter()
         ran = False
         try:
+            asked = [p for p in self.args.skip if f"{section}.{name}".startswith(p)]
+            if asked:
+                raise Skip(f"--skip {asked[0]}")
             if setting is not None:
                 self.needs_cuda(setting)
             seconds, left = need(), self.left()
@@ -586,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--tiny", action="store_true",
                    help="tiny model (ResNet-8, width 8) and synthetic data, few iterations: runs on a CPU in seconds")
+    p.add_argument("--skip", default="", type=lambda text: [t for t in text.split(",") if t],
+                   help="items not to run, comma-separated SECTION.ITEM or a prefix of it, e.g. "
+                        "'throughput.replicas,throughput.fast_bf16' (recorded as skipped)")
     args = p.parse_args(argv)
     if args.budget_s < 0:
         p.error("--budget-s must be 0 or more seconds")
