@@ -25,6 +25,7 @@ import dataclasses
 import gc
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +40,28 @@ from rewind.train.trunk import Setup  # noqa: E402
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+@dataclass
+class Timing:
+    """A variant's rate after warm-up, and the warm-up's own time (compilation happens there)."""
+
+    images_s: float
+    warmup_s: float
+
+
+def timed(step, device: torch.device, iters: int, warmup: int, images_per_call: int) -> Timing:
+    """`step(i)` for i < warmup untimed (but clocked), then `iters` timed calls."""
+    sync(device)
+    start = time.perf_counter()
+    for it in range(warmup):
+        step(it)
+    sync(device)
+    mid = time.perf_counter()
+    for it in range(warmup, warmup + iters):
+        step(it)
+    sync(device)
+    return Timing(iters * images_per_call / (time.perf_counter() - mid), mid - start)
 
 
 def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> float:
@@ -66,7 +89,7 @@ def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> floa
     device = setup.device
     model = setup.new_model().to(memory_format=torch.contiguous_format)
     t = setup.config.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, **cfg.optimizer_settings(t, "sgd"))
     loader = torch.utils.data.DataLoader(Images(setup.data.train_x, setup.data.train_y), batch_size=t.batch_size,
                                          shuffle=True, num_workers=workers, drop_last=True,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -92,20 +115,14 @@ def bench_reference(setup: Setup, iters: int, warmup: int, workers: int) -> floa
     return rate
 
 
-def bench_fast(setup: Setup, iters: int, warmup: int) -> float:
+def bench_fast(setup: Setup, iters: int, warmup: int) -> Timing:
+    """rewind's training step, as `rewind train` runs it with this setup's config."""
     state = setup.state(setup.new_model())
     state.model.train()
-    for it in range(warmup):
-        loop.train_step(state, it)
-    sync(setup.device)
-    start = time.perf_counter()
-    for it in range(warmup, warmup + iters):
-        loop.train_step(state, it)
-    sync(setup.device)
-    return iters * setup.config.train.batch_size / (time.perf_counter() - start)
+    return timed(lambda it: loop.train_step(state, it), setup.device, iters, warmup, setup.config.train.batch_size)
 
 
-def bench_replicas(setup: Setup, n: int, iters: int, warmup: int) -> float:
+def bench_replicas(setup: Setup, n: int, iters: int, warmup: int) -> Timing:
     """Aggregate images per second of n replicas (different seeds) trained as one stacked model."""
     from rewind.train.replicas import Replicas, train_step_replicas
 
@@ -115,14 +132,17 @@ def bench_replicas(setup: Setup, n: int, iters: int, warmup: int) -> float:
         states.append(s.state(s.new_model()))
     replicas = Replicas(states)
     replicas.model.train()
-    for it in range(warmup):
-        train_step_replicas(replicas, it)
-    sync(setup.device)
-    start = time.perf_counter()
-    for it in range(warmup, warmup + iters):
-        train_step_replicas(replicas, it)
-    sync(setup.device)
-    return n * iters * setup.config.train.batch_size / (time.perf_counter() - start)
+    return timed(lambda it: train_step_replicas(replicas, it), setup.device, iters, warmup,
+                 n * setup.config.train.batch_size)
+
+
+def bench_eval(setup: Setup, repeats: int, warmup: int = 1) -> Timing:
+    """Test-set evaluation as the training loop's Eval hook runs it (its compiled forward when compiling)."""
+    from rewind.train.evaluate import evaluate_state
+
+    state = setup.state(setup.new_model())
+    images, labels = setup.test
+    return timed(lambda it: evaluate_state(state, images, labels), setup.device, repeats, warmup, len(labels))
 
 
 def stats_overhead(setup: Setup, step_seconds: float, repeats: int = 20) -> tuple[float, float]:
@@ -159,8 +179,15 @@ def main() -> None:
     p.add_argument("--replicas", default=None, help="replica counts, e.g. '1,4,8,16' (default: that on GPU, 1,2 on CPU)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "graphs"],
                    help="the fast path's compile setting for --full-run (as `rewind train --compile`)")
+    p.add_argument("--eval-repeats", type=int, default=None,
+                   help="timed passes over the test set (default: 3 CPU, 20 GPU)")
+    p.add_argument("--only", default="", help="comma-separated variants to run: reference, fast, eval, stats, replicas "
+                                              "(default: all; fast always runs, the ratios are to it)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's, the cores)")
     p.add_argument("--full-run", action="store_true", help="on CUDA, also train whole 160-epoch runs (fast, eager, bf16) and compare accuracy")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     overrides = {"source": args.data, "data_dir": args.data_dir, "device": args.device, "steps": "160ep"}
     if args.data == "synthetic":
@@ -173,29 +200,42 @@ def main() -> None:
     name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device {name}; torch {torch.__version__}; ResNet-20, batch 128; {iters} timed iterations each")
 
-    ref = bench_reference(setup, iters, warmup, workers)
-    print(f"reference (DataLoader + torchvision, eager, {workers} workers): {ref:10.0f} images/s")
-    fast = bench_fast(setup, iters, warmup)
-    print(f"fast (rewind trainer):                                  {fast:10.0f} images/s  "
-          f"({fast / ref:.2f}x reference)")
-    per_log, fraction = stats_overhead(setup, 128 / fast)
-    print(f"online early-phase statistics: {1000 * per_log:.1f} ms per log step, "
-          f"{100 * fraction:.2f}% of training time over the first 4000 iterations at the default cadence")
-    counts = [int(n) for n in (args.replicas or ("1,4,8,16" if gpu else "1,2")).split(",")]
+    want = set(args.only.split(",")) if args.only else {"reference", "fast", "eval", "stats", "replicas"}
+    unknown = want - {"reference", "fast", "eval", "stats", "replicas"}
+    if unknown:
+        p.error(f"--only: unknown variant(s) {', '.join(sorted(unknown))}; pick from reference, fast, eval, stats, replicas")
+    ref = None
+    if "reference" in want:
+        ref = bench_reference(setup, iters, warmup, workers)
+        print(f"reference (DataLoader + torchvision, eager, {workers} workers): {ref:10.0f} images/s")
+    fast = bench_fast(setup, iters, warmup).images_s  # every ratio below is to it
+    vs_ref = f"  ({fast / ref:.2f}x reference)" if ref else ""
+    print(f"fast (rewind trainer):                                  {fast:10.0f} images/s{vs_ref}")
+    if "eval" in want:
+        n_test = len(setup.test[1])
+        evaluation = bench_eval(setup, args.eval_repeats or (20 if gpu else 3)).images_s
+        print(f"evaluation ({n_test} test images, as the Eval hook runs it):  {evaluation:7.0f} images/s  "
+              f"({evaluation / fast:.2f}x the training step)")
+    if "stats" in want:
+        per_log, fraction = stats_overhead(setup, 128 / fast)
+        print(f"online early-phase statistics: {1000 * per_log:.1f} ms per log step, "
+              f"{100 * fraction:.2f}% of training time over the first 4000 iterations at the default cadence")
+    counts = [int(n) for n in (args.replicas or ("1,4,8,16" if gpu else "1,2")).split(",")] if "replicas" in want else []
     rep_iters = iters if gpu else max(3, iters // 3)
     single = None
     for n in counts:
-        rate = bench_replicas(setup, n, rep_iters, min(warmup, 2) if not gpu else warmup)
+        rate = bench_replicas(setup, n, rep_iters, min(warmup, 2) if not gpu else warmup).images_s
         single = single or (rate if n == 1 else None)
         vs = f"({rate / fast:.2f}x the single fast run" + (f", {rate / single:.2f}x replicas N=1)" if single else ")")
         print(f"replicas N={n:<3} aggregate:                             {rate:10.0f} images/s  {vs}")
     if gpu:
         total = setup.plan.total
         print(f"one 160-epoch run ({total} iterations) at the fast rate: {total * 128 / fast:.0f} s without evaluation")
-    if gpu:
+    if gpu and "fast" in want:
         for label, values in (("CUDA graphs (--compile graphs)", {"compile": "graphs"}),
                               ("bf16 autocast (--precision bf16)", {"precision": "bf16"})):
-            rate = bench_fast(dataclasses.replace(setup, config=setup.config.with_values(**values)), iters, warmup)
+            rate = bench_fast(dataclasses.replace(setup, config=setup.config.with_values(**values)), iters,
+                              warmup).images_s
             print(f"fast, {label:<48} {rate:10.0f} images/s  ({rate / fast:.2f}x the fast run)", flush=True)
     if gpu and args.full_run:
         full_runs(setup.config.with_values(compile=args.compile))

@@ -10,7 +10,7 @@ import torch
 from rewind.archive.metrics import MetricsLog
 from rewind.archive.stage import Stage
 from rewind.steps import format as format_step
-from rewind.train.evaluate import evaluate
+from rewind.train.evaluate import evaluate_state
 from rewind.train.loop import Hook, TrainState
 
 
@@ -53,12 +53,7 @@ class Eval(Hook):
 
     def at(self, step: int, state: TrainState) -> None:
         if step in self.steps:
-            # The compiled forward, when there is one: evaluation is then captured too (its own graph).
-            if state.forward is not None:
-                result = evaluate(state.forward, self.images, self.labels, state.loader.normalize,
-                                  compile=state.compile)
-            else:
-                result = evaluate(state.model, self.images, self.labels, state.loader.normalize)
+            result = evaluate_state(state, self.images, self.labels)
             self.metrics.log("test", step, result, epoch=state.plan.epoch(step))
             self.last = {"step": step, **result}
 
