@@ -28,6 +28,7 @@ class TrainState:
     compile: str = "off"  # off, on or graphs (`optim.compiled`); replicas compile their stacked model alike
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the compiled model, made from `compile`
     autocast: torch.dtype | None = None  # the training forward's reduced precision (bf16), None = fp32
+    stop: bool = False  # set by a hook (`hooks.StopAtFit`) to end the run after the current step
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -97,3 +98,5 @@ def run(state: TrainState, start: int, end: int, hooks: Sequence[Hook], at_start
             h.after_step(it, loss, correct, count)
         for h in hooks:
             h.at(it + 1, state)
+        if state.stop:
+            break

@@ -82,3 +82,25 @@ def fresh_bn_statistics(model: nn.Module, fresh_model: nn.Module) -> list[str]:
                 copied.append(full)
     return copied
 
+
+
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """The layer groups of a ResNet, bottom to top, as module prefixes (Berariu et al., Fig. 6):
+    1 = the stem (conv, bn), then one group per stage (its blocks), then the head (fc). ResNet-18
+    has 6 groups, a CIFAR ResNet (three stages) 5."""
+    if not hasattr(model, "stages"):
+        raise UserError(f"{type(model).__name__} has no stages, so no layer groups to reset; "
+                        "use a ResNet (resnet18, resnet20, ...)")
+    from rewind.models import head
+
+    stem = [name for name in ("conv", "bn") if hasattr(model, name)]
+    return [stem, *[[f"blocks.{i}" for i in stage] for stage in model.stages], [head(model)]]
+
+
+def top_groups(model: nn.Module, j: int) -> list[str]:
+    """The module prefixes of layer groups j..G (1-based; see `layer_groups`)."""
+    groups = layer_groups(model)
+    if not 1 <= j <= len(groups):
+        raise UserError(f"layer group {j} does not exist: this model has groups 1..{len(groups)} "
+                        "(1 = stem, then the stages, then fc)")
+    return [prefix for group in groups[j - 1:] for prefix in group]
