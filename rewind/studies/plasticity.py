@@ -144,7 +144,7 @@ def _folder(values: dict[str, Any]) -> str:
     if "first_lr" in values:
         parts.append(f"lr{values['first_lr']:g}")
     if "width" in values:
-        parts.append(f"w{values['width']}-d{values['blocks']}")
+        parts.append(f"w{values['width']}" + (f"-d{values['blocks']}" if values["blocks"] else ""))
     if "replicate" in values:
         parts.append(f"rep-{values['replicate']:02d}")
     return "-".join(parts)
@@ -156,6 +156,7 @@ def plan(config: cfg.Config) -> StudyPlan:
     _check(config)
     result = StudyPlan(study, [])
     seen: dict[str, ArmSpec] = {}
+    kept: dict[str, str] = {}  # branch -> the branch trained for it (itself, or an earlier one of its identity)
     for setting in settings(config):
         ipe = steps.iterations_per_epoch(len(trunk.load_data(setting.config).train_y), config.train.batch_size)
         length = steps.parse(setting.first.train.steps, ipe, "steps")
@@ -171,6 +172,8 @@ def plan(config: cfg.Config) -> StudyPlan:
             if key not in seen:  # a scratch arm shared by first phases (lr study) is trained once
                 seen[key] = arm
                 result.arms.append(arm)
+            kept[arm.branch] = seen[key].branch
+    result.arms = [ArmSpec(**{**a.__dict__, "baseline": kept[a.baseline]}) for a in result.arms]
     return result
 
 
