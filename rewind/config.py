@@ -184,7 +184,8 @@ STUDIES = ("arms", "length", "reset", "shrink", "lr", "size", "transition", "sta
 class WarmConfig:
     study: str = _f("arms", "warm start: the study (arms: warm, shrink-perturb, reset, scratch; length: the first phase's "
                             "length, --first-steps; reset: the top layer groups reset, --reset-from; shrink: lambda x "
-                            "sigma, --shrink, --perturb-sigma; lr: --second-lr x --first-lr; size: --widths x --depths)",
+                            "sigma, --shrink, --perturb-sigma; lr: --second-lr x --first-lr; size: --widths x --depths; "
+                            "transition: one phase moving from the subset to the full set, --transition-gamma)",
                     choices=STUDIES)
     warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase",
                               valid="fraction")
@@ -211,6 +212,9 @@ class WarmConfig:
                              "the stages, 6 = fc; CIFAR ResNets: 1 = stem, 2-4, 5 = fc); empty: every j")
     widths: str = _f("", "size study: model widths (first-stage channels), comma-separated; empty: --width")
     depths: str = _f("", "size study: resnet18 blocks per stage (Berariu's d), comma-separated; empty: --blocks")
+    transition_gamma: str = _f("0.9,0.99,0.999", "transition study: the gammas swept; each example comes from the "
+                                                 "full set with probability 1 - gamma^(50 n / N) (n examples drawn "
+                                                 "before it, N the full set's size), else from the subset")
     last_evals: int = _f(10, "the papers' metric: mean test accuracy over each arm's last K evaluations (Berariu: "
                              "the last 100 epochs, i.e. 100 with --eval-every 1ep)", valid="count1")
     warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "
@@ -418,6 +422,8 @@ def _check_warm(w: "WarmConfig") -> None:
     numbers(w.second_lr, "second_lr", strict=True)
     numbers(w.first_lr, "first_lr", strict=True)
     numbers(w.reset_from, "reset_from", int, 1)
+    if any(g > 1 for g in numbers(w.transition_gamma, "transition_gamma")):
+        raise UserError(f"transition_gamma must be in [0, 1]; got {w.transition_gamma!r}")
     numbers(w.widths, "widths", int, 1)
     numbers(w.depths, "depths", int, 1)
     parts = [p.strip() for p in w.first_steps.split(",") if p.strip()]

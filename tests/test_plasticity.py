@@ -180,3 +180,48 @@ def test_bad_study_settings_are_one_line(tmp_path, capsys, cache, args, message)
                             "--train-examples", "64", "--test-examples", "32", "--steps", "4it", "--data-dir", cache,
                             "--out", str(tmp_path / "r"), *args], capsys)
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_the_smooth_transition_draws_from_the_full_set_with_probability_p():
+    from rewind.data.loader import DeviceLoader
+    from rewind.data.phases import Phase, PhaseSchedule, transition_choice, transition_probability
+
+    gamma, n_examples, batch = 0.9, 400, 50
+    phase = Phase("transition", 0, None, {"gamma": gamma, "fraction": 0.25}, seed=3)
+    # Many steps at three points of the transition: the share from the full set is p within 4 standard errors.
+    for epoch_point in (0.0, 0.02, 0.08):
+        step = int(epoch_point * n_examples / batch)
+        p = transition_probability(gamma, step * batch + torch.arange(batch), n_examples)
+        draws = torch.stack([transition_choice(Phase("transition", 0, None, {"gamma": gamma}, seed=s), step, batch,
+                                               n_examples, batch) for s in range(400)]).double()
+        expected, se = p.mean(), (p * (1 - p)).mean().sqrt() / (400 * batch) ** 0.5
+        assert abs(draws.mean() - expected) <= 4 * se + 1e-12, (epoch_point, draws.mean(), expected)
+    assert transition_probability(gamma, 0, n_examples) == 0.0  # the first example is the subset's
+    assert transition_probability(gamma, n_examples, n_examples) == pytest.approx(1 - gamma ** 50)
+    # In real batches: subset slots hold subset examples, full slots follow the full loader's order.
+    images = torch.zeros(n_examples, 3, 4, 4, dtype=torch.uint8)
+    labels = torch.arange(n_examples) % 10
+    loader = DeviceLoader(images, labels, batch, 0, 0, augmentation="none", mean=(0,) * 3, std=(1,) * 3)
+    schedule = PhaseSchedule([phase])
+    subset = set(schedule.subset_indices(Phase("subset", 0, None, {"fraction": 0.25}, 3), loader).tolist())
+    assert len(subset) == 100
+    for t in (0, 3, 30):
+        idx, take = schedule.examples(loader, t), transition_choice(phase, t, batch, n_examples, batch)
+        assert all(i in subset for i in idx[~take].tolist())
+        assert torch.equal(idx[take], loader.indices(t)[take])
+        assert torch.equal(schedule.batch(loader, t)[1], labels[idx])
+    late = torch.cat([transition_choice(phase, t, batch, n_examples, batch) for t in range(40, 60)])
+    assert late.all()  # after 5 epochs p = 1 - 0.9^250: the full set only
+
+
+def test_transition_study_is_one_phase_from_the_init(tmp_path, cache):
+    out = tmp_path / "tr"
+    table = P.run(small(cache, study="transition", transition_gamma="0,1"), out)
+    assert table.arm.tolist() == ["transition", "transition", "scratch"] and table.gamma.tolist()[:2] == [0.0, 1.0]
+    assert runs.read(out).manifest.data["total_iterations"] == 0
+    # gamma 0: p = 1 from the second example on; gamma 1: the subset alone. Both start from the init.
+    init = runs.read(out).stage("trunk").load(0).tensors
+    start = branch(out, table, gamma=1.0).load(0).tensors
+    assert all(torch.equal(start[k], v) for k, v in init.items())
+    metrics = pd.read_csv(out / table.branch[2] / "second" / "metrics.csv")
+    assert len(metrics[metrics.split == "test"]) == 4 and (out / "results.png").exists()

@@ -201,5 +201,16 @@ def _plot_size(path: Path, df: pd.DataFrame, plan) -> None:
     _finish(ax, fig, path, "width (first-stage channels)", _title(plan, "size"))
 
 
+def _plot_transition(path: Path, df: pd.DataFrame, plan) -> None:
+    """Berariu Fig. 3: accuracy against gamma, the speed of the smooth transition from the subset."""
+    fig = figure()
+    ax = fig.subplots()
+    arms = df[df.arm == "transition"].sort_values("gamma")
+    ax.errorbar(arms.gamma, 100 * arms[Y], yerr=_err(arms), marker="o", capsize=3, label="smooth transition")
+    _scratch_line(ax, df)
+    ax.set_xscale("logit") if arms.gamma.between(0, 1, inclusive="neither").all() else None
+    _finish(ax, fig, path, "gamma (p = 1 - gamma^(50 n / N))", _title(plan, "smooth transition"))
+
+
 PLOTS = {"arms": _plot_arms, "length": _plot_length, "reset": _plot_reset, "shrink": _plot_shrink,
-         "lr": _plot_lr, "size": _plot_size}
+         "lr": _plot_lr, "size": _plot_size, "transition": _plot_transition}

@@ -135,7 +135,10 @@ def settings(config: cfg.Config) -> list[Setting]:
         if "width" in values:
             c = c.with_values(width=values["width"], blocks=values["blocks"] if models.spec(
                 c.model.model).takes_blocks else 0)
-        out.append(Setting(_folder(values) if axes else "", values, c, first_phase(c)))
+        first = first_phase(c)
+        if study == "transition":  # a single phase from the init: the first phase is its iteration 0
+            first = first.with_values(steps="0it")
+        out.append(Setting(_folder(values) if axes else "", values, c, first))
     return out
 
 
@@ -256,11 +259,28 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> 
             arms += [arm("warm", second, {"second_lr": lr}), arm("scratch", second, {"second_lr": lr})]
     elif study == "size":
         arms = [arm("warm", second, {}), arm("scratch", second, {})]
+    elif study == "transition":
+        arms = [arm("transition", second.with_values(deficit=transition(c, g)), {"gamma": g})
+                for g in cfg.numbers(w.transition_gamma, "transition_gamma")]
+        arms.append(arm("scratch", second, {}))
     else:
-        raise UserError(f"--study {study} is not built yet; studies: arms, length, reset, shrink, lr, size")
-    # Each arm is compared with the scratch arm of its setting and second phase.
-    scratch = {a.second.hash(): a.branch for a in arms if a.arm == "scratch"}
-    return [ArmSpec(**{**a.__dict__, "baseline": scratch[a.second.hash()]}) for a in arms]
+        raise UserError(f"--study {study} is not built yet; studies: arms, length, reset, shrink, lr, size, transition")
+    # Each arm is compared with the scratch arm of its setting and second phase (without a data phase
+    # of its own: the smooth transition's scratch trains on all the data).
+    def plain(second: cfg.Config) -> str:
+        return second.with_values(deficit="").hash()
+
+    scratch = {plain(a.second): a.branch for a in arms if a.arm == "scratch"}
+    return [ArmSpec(**{**a.__dict__, "baseline": scratch[plain(a.second)]}) for a in arms]
+
+
+def transition(config: cfg.Config, gamma: float) -> str:
+    """The smooth transition as a phase of the whole run, from the first phase's subset to the full set."""
+    import numpy as np
+
+    w = config.warm
+    return (f"transition(gamma={np.format_float_positional(gamma, trim='-')},fraction={w.warm_fraction},"
+            f"seed={w.warm_seed}):0it-")
 
 
 def second_setup_ipe(setting: Setting) -> int:
@@ -316,8 +336,10 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
     todo = [a for a in arms if not _complete(out / a.branch)]
     setups: dict[str, Setup] = {}
     # Arms of one setting share a data set, a model and a second-phase length.
-    for folder in dict.fromkeys(a.setting for a in todo):
-        group = [a for a in todo if a.setting == folder]
+    # (Arms with a data phase of their own, such as the smooth transition, may draw short batches at
+    # other steps than the plain arms: they train apart from those.)
+    for key in dict.fromkeys((a.setting, bool(a.second.train.deficit)) for a in todo):
+        group = [a for a in todo if (a.setting, bool(a.second.train.deficit)) == key]
         with ExitStack() as stack:
             branches, segments = [], []
             for a in group:
