@@ -185,7 +185,8 @@ class WarmConfig:
     study: str = _f("arms", "warm start: the study (arms: warm, shrink-perturb, reset, scratch; length: the first phase's "
                             "length, --first-steps; reset: the top layer groups reset, --reset-from; shrink: lambda x "
                             "sigma, --shrink, --perturb-sigma; lr: --second-lr x --first-lr; size: --widths x --depths; "
-                            "transition: one phase moving from the subset to the full set, --transition-gamma)",
+                            "transition: one phase moving from the subset to the full set, --transition-gamma; "
+                            "stages: n stages of growing data, --stages x --stage-ratio)",
                     choices=STUDIES)
     warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase",
                               valid="fraction")
@@ -215,6 +216,10 @@ class WarmConfig:
     transition_gamma: str = _f("0.9,0.99,0.999", "transition study: the gammas swept; each example comes from the "
                                                  "full set with probability 1 - gamma^(50 n / N) (n examples drawn "
                                                  "before it, N the full set's size), else from the subset")
+    stages: str = _f("1,2,4", "stages study: the numbers of stages n swept; each stage trains --steps on growing "
+                              "data (Berariu A.3), then --second-steps on all of it")
+    stage_ratio: str = _f("0,0.5", "stages study: the ratios r swept: the share of the data drawn uniformly over "
+                                   "all classes, spread over the stages; the rest arrives class group by group")
     last_evals: int = _f(10, "the papers' metric: mean test accuracy over each arm's last K evaluations (Berariu: "
                              "the last 100 epochs, i.e. 100 with --eval-every 1ep)", valid="count1")
     warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "
@@ -422,6 +427,9 @@ def _check_warm(w: "WarmConfig") -> None:
     numbers(w.second_lr, "second_lr", strict=True)
     numbers(w.first_lr, "first_lr", strict=True)
     numbers(w.reset_from, "reset_from", int, 1)
+    numbers(w.stages, "stages", int, 1)
+    if any(r > 1 for r in numbers(w.stage_ratio, "stage_ratio")):
+        raise UserError(f"stage_ratio must be in [0, 1]; got {w.stage_ratio!r}")
     if any(g > 1 for g in numbers(w.transition_gamma, "transition_gamma")):
         raise UserError(f"transition_gamma must be in [0, 1]; got {w.transition_gamma!r}")
     numbers(w.widths, "widths", int, 1)

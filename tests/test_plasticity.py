@@ -225,3 +225,52 @@ def test_transition_study_is_one_phase_from_the_init(tmp_path, cache):
     assert all(torch.equal(start[k], v) for k, v in init.items())
     metrics = pd.read_csv(out / table.branch[2] / "second" / "metrics.csv")
     assert len(metrics[metrics.split == "test"]) == 4 and (out / "results.png").exists()
+
+
+@pytest.mark.parametrize("n, ratio", [(1, 0.0), (3, 0.5), (4, 1.0)])
+def test_stage_splits_follow_berariu_a3(n, ratio):
+    from rewind.data.phases import stage_parts, stage_split
+
+    labels = torch.arange(1000) % 10
+    parts = stage_parts(labels, 10, n, ratio, seed=1)
+    classes, uniform = stage_split(labels, 10, n, ratio, seed=1)
+    assert len(parts) == n + 1 and sorted(torch.cat(classes).tolist()) == list(range(10))  # a class partition
+    assert {len(c) for c in classes} <= {10 // (n + 1), -(-10 // (n + 1))}
+    everything = torch.cat(parts)
+    assert sorted(everything.tolist()) == list(range(1000))  # the parts are disjoint, their union is all
+    # The uniform part: ratio r of the data in n + 1 nearly equal pieces, drawn regardless of class.
+    pooled = torch.cat(uniform)
+    assert len(pooled) == round(ratio * 1000) and len(set(pooled.tolist())) == len(pooled)
+    assert max(map(len, uniform)) - min(map(len, uniform)) <= 1
+    for p, u, c in zip(parts, uniform, classes):
+        rest = sorted(set(p.tolist()) - set(u.tolist()))  # part i = U_i and the other examples of C_i
+        assert set(u.tolist()) <= set(p.tolist()) and set(labels[rest].tolist()) <= set(c.tolist())
+        assert len(rest) == int((torch.isin(labels, c) & ~torch.isin(torch.arange(1000), pooled)).sum())
+    if ratio == 0.0:  # stage i holds exactly the classes C_1..C_i
+        for i in range(n + 1):
+            assert set(labels[torch.cat(parts[:i + 1])].tolist()) == set(torch.cat(classes[:i + 1]).tolist())
+    if ratio == 1.0:
+        assert all(len(set(labels[p].tolist())) == 10 for p in parts)
+
+
+def test_stages_study_trains_on_growing_data_then_all(tmp_path, cache):
+    from rewind.data.phases import PhaseSchedule, parse_list
+
+    config = small(cache, study="stages", stages="2", stage_ratio="0.5", steps="4it", second_steps="4it")
+    [arm, scratch] = P.plan(config).arms
+    assert arm.second.train.steps == "12it" and scratch.second.train.steps == "4it"
+    setup = P.Setup.create(arm.second)
+    schedule = PhaseSchedule(parse_list(arm.second.train.deficit, 8), 10)
+    loader = setup.train_loader()
+    seen = [set(schedule.examples(loader, t).tolist()) for t in range(12)]
+    from rewind.data.phases import stage_parts
+
+    parts = stage_parts(loader.labels, 10, 2, 0.5, 0)
+    assert all(s <= set(parts[0].tolist()) for s in seen[:4])
+    assert all(s <= set(torch.cat(parts[:2]).tolist()) for s in seen[4:8]) and not all(
+        s <= set(parts[0].tolist()) for s in seen[4:8])
+    assert [schedule.resets_optimizer(t) for t in (0, 4, 8, 9)] == [False, True, True, False]
+    table = P.run(config, tmp_path / "st")
+    assert table.arm.tolist() == ["stages", "scratch"] and table.stages[0] == 2
+    metrics = pd.read_csv(tmp_path / "st" / table.branch[0] / "second" / "metrics.csv")
+    assert metrics.step.max() == 12

@@ -212,5 +212,19 @@ def _plot_transition(path: Path, df: pd.DataFrame, plan) -> None:
     _finish(ax, fig, path, "gamma (p = 1 - gamma^(50 n / N))", _title(plan, "smooth transition"))
 
 
+def _plot_stages(path: Path, df: pd.DataFrame, plan) -> None:
+    """Berariu Fig. 4: accuracy after the final stage against the number of stages, one line per ratio r."""
+    fig = figure()
+    ax = fig.subplots()
+    arms = df[df.arm == "stages"]
+    for r, group in arms.groupby("stage_ratio"):
+        group = group.sort_values("stages")
+        ax.errorbar(group.stages, 100 * group[Y], yerr=_err(group), marker="o", capsize=3, label=f"r = {r:g}")
+    _scratch_line(ax, df)
+    ax.set_xticks(sorted(arms.stages.unique().tolist()))
+    _finish(ax, fig, path, "stages before the final one on all data", _title(plan, "stages"))
+
+
 PLOTS = {"arms": _plot_arms, "length": _plot_length, "reset": _plot_reset, "shrink": _plot_shrink,
-         "lr": _plot_lr, "size": _plot_size, "transition": _plot_transition}
+         "lr": _plot_lr, "size": _plot_size, "transition": _plot_transition,
+         "stages": _plot_stages}

@@ -36,9 +36,10 @@ KINDS: dict[str, dict[str, int | float]] = {
     "no-weight-decay": {},
     "subset": {"fraction": 0.5},
     "transition": {"gamma": 0.99, "fraction": 0.5},
+    "stage": {"n": 1, "ratio": 0.0, "index": 1, "reset": 1},
     "rotation": {},
 }
-SEEDED = {"label-permutation", "random-labels", "noise", "subset", "transition", "rotation"}
+SEEDED = {"label-permutation", "random-labels", "noise", "subset", "transition", "stage", "rotation"}
 # Kinds that change the batch; no-weight-decay only changes the optimizer.
 _BATCH_KINDS = set(KINDS) - {"no-weight-decay"}
 FORM = "KIND[(NAME=VALUE,...)][:START-END], e.g. 'blur:0ep-40ep', 'subset(fraction=0.5):0ep-10ep' or 'noise:5ep-'"
@@ -91,6 +92,12 @@ def _problem(kind: str, params: dict, start: int, end: int | None) -> str | None
         return f"blur size must be a whole number of pixels >= 1, not {size!r}"
     if not 0.0 <= params.get("gamma", 0.5) <= 1.0:
         return f"transition gamma must be in [0, 1], not {params['gamma']!r}"
+    if kind == "stage":
+        n, index, ratio = params.get("n", 1), params.get("index", 1), params.get("ratio", 0.0)
+        if not (isinstance(n, int) and isinstance(index, int) and 1 <= index <= n):
+            return f"a stage needs whole numbers 1 <= index <= n, not index={index!r}, n={n!r}"
+        if not 0.0 <= ratio <= 1.0:
+            return f"stage ratio must be in [0, 1], not {ratio!r}"
     if not 0.0 < fraction <= 1.0:
         return f"subset fraction must be in (0, 1], not {fraction!r}"
     if start < 0 or (end is not None and end <= start):
@@ -222,7 +229,7 @@ class PhaseSchedule:
         """(uint8 images, labels, global example indices, epoch of the loader that made them)."""
         if "transition" in on:
             return self._transition(loader, on, iteration, position)
-        subset = on.get("subset")
+        subset = on.get("subset") or on.get("stage")  # a stage is a subset of its own (`subset_indices`)
         augment = loader.augment and "no-augmentation" not in on
         if subset is None and augment == loader.augment:
             src, t = loader, position
@@ -275,9 +282,21 @@ class PhaseSchedule:
             self._cache[key] = loader.derived(images, labels, augment)
         return self._cache[key]
 
+    def resets_optimizer(self, iteration: int) -> bool:
+        """Whether the optimizer state starts afresh at `iteration`: at each new stage of a `stage`
+        schedule (reset=1), and at the end of the last one, where training on all the data begins."""
+        return any(p.kind == "stage" and p.params["reset"] and
+                   ((p.start == iteration and p.params["index"] > 1) or
+                    (p.end == iteration and p.params["index"] == p.params["n"])) for p in self.phases)
+
     def subset_indices(self, phase: Phase, loader: DeviceLoader) -> torch.Tensor:
-        """The sorted example indices of a subset phase (the same seed gives nested subsets)."""
+        """The sorted example indices of a subset phase (the same seed gives nested subsets), or of a
+        stage: the parts of stages 1..index (`stage_parts`)."""
         key = ("subset", phase)
+        if key not in self._cache and phase.kind == "stage":
+            p = phase.params
+            parts = stage_parts(loader.labels.cpu(), self.num_classes, p["n"], p["ratio"], phase.seed)
+            self._cache[key] = torch.cat(parts[:p["index"]]).sort().values.to(loader.device)
         if key not in self._cache:
             k = subset_size(phase.params["fraction"], loader.n)
             perm = torch.randperm(loader.n, generator=seeds.generator(phase.seed, "phase-subset"))
@@ -323,6 +342,29 @@ def transition_choice(phase: Phase, step: int, size: int, examples: int, batch_s
     drawn = step * batch_size + torch.arange(size)
     u = torch.rand(size, generator=seeds.generator(phase.seed, "transition", step), dtype=torch.float64)
     return u < transition_probability(phase.params["gamma"], drawn, examples)
+
+
+def stage_split(labels: torch.Tensor, num_classes: int, n: int, ratio: float, seed: int
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(class groups C_1..C_{n+1}, uniform pieces U_1..U_{n+1}) of `stage_parts`: the classes in a
+    seeded order cut into n + 1 nearly equal groups; round(ratio * N) examples drawn without regard
+    to class, cut into n + 1 nearly equal pieces."""
+    g = seeds.generator(seed, "stages", n, float(ratio))
+    classes = list(torch.randperm(num_classes, generator=g).tensor_split(n + 1))
+    order = torch.randperm(len(labels), generator=g)
+    return classes, list(order[:round(ratio * len(labels))].tensor_split(n + 1))
+
+
+def stage_parts(labels: torch.Tensor, num_classes: int, n: int, ratio: float, seed: int) -> list[torch.Tensor]:
+    """The n + 1 disjoint parts that n stages and the final one add to the training data (Berariu et
+    al. 2021, A.3): part i is the uniform piece U_i and every example of the classes C_i outside the
+    uniform part (`stage_split`). Stage i trains on parts 1..i; their union is the whole training
+    set. Each part's indices sorted."""
+    classes, uniform = stage_split(labels, num_classes, n, ratio, seed)
+    outside = torch.ones(len(labels), dtype=torch.bool)
+    outside[torch.cat(uniform)] = False
+    return [torch.cat([u, torch.nonzero(outside & torch.isin(labels, c)).flatten()]).sort().values
+            for u, c in zip(uniform, classes)]
 
 
 def subset_size(fraction: float, examples: int) -> int:

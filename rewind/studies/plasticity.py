@@ -136,7 +136,7 @@ def settings(config: cfg.Config) -> list[Setting]:
             c = c.with_values(width=values["width"], blocks=values["blocks"] if models.spec(
                 c.model.model).takes_blocks else 0)
         first = first_phase(c)
-        if study == "transition":  # a single phase from the init: the first phase is its iteration 0
+        if study in ("transition", "stages"):  # one run from the init: the first phase is its iteration 0
             first = first.with_values(steps="0it")
         out.append(Setting(_folder(values) if axes else "", values, c, first))
     return out
@@ -211,19 +211,23 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> 
     legacy = study == "arms"  # today's four arms keep the identities their archives were made with
 
     def arm(name: str, second: cfg.Config, extra: dict[str, Any], op: dict[str, Any] | None = None,
-            start: int | None = None, op_identity: dict[str, Any] | None = None) -> ArmSpec:
+            start: int | None = None, op_identity: dict[str, Any] | None = None,
+            versus: cfg.Config | None = None) -> ArmSpec:
+        """The arm; its `baseline` is, for now, the second phase of the scratch arm it is compared with
+        (`versus`, default its own), as a hash."""
         op = op or {}
+        key = (versus or second).hash()
         if name == "scratch":
             identity = {"arm": "scratch", "second": second.hash()}
             if legacy:
                 identity["trunk"] = setting.first.hash()
             own = {k: v for k, v in values.items() if k != "first_lr"}  # the scratch arm has no first phase
-            return ArmSpec(study, name, {**own, **extra}, setting.folder, None, {}, second, identity)
+            return ArmSpec(study, name, {**own, **extra}, setting.folder, None, {}, second, identity, key)
         identity = {"trunk": setting.first.hash(), "arm": name, "second": second.hash(), **(op_identity or {}),
                     **({"bn_stats": "fresh"} if w.warm_bn_stats == "fresh" else {}),
                     **({"start": start} if start is not None and start != length else {}),
                     **({"optimizer_state": "carry"} if w.optimizer_state == "carry" else {})}
-        return ArmSpec(study, name, {**values, **extra}, setting.folder, start, op, second, identity)
+        return ArmSpec(study, name, {**values, **extra}, setting.folder, start, op, second, identity, key)
 
     second = second_phase(c)
     lam, sigma = cfg.numbers(w.shrink, "shrink")[0], cfg.numbers(w.perturb_sigma, "perturb_sigma")[0]
@@ -260,18 +264,22 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> 
     elif study == "size":
         arms = [arm("warm", second, {}), arm("scratch", second, {})]
     elif study == "transition":
-        arms = [arm("transition", second.with_values(deficit=transition(c, g)), {"gamma": g})
+        arms = [arm("transition", second.with_values(deficit=transition(c, g)), {"gamma": g}, versus=second)
                 for g in cfg.numbers(w.transition_gamma, "transition_gamma")]
         arms.append(arm("scratch", second, {}))
+    elif study == "stages":
+        ipe = second_setup_ipe(setting)
+        stage = steps.parse(c.train.steps, ipe, "steps")
+        final = steps.parse(w.second_steps, ipe, "second_steps")
+        arms = [arm("stages", second.with_values(steps=f"{n * stage + final}it", deficit=stages(c, n, r, stage)),
+                    {"stages": n, "stage_ratio": r}, versus=second)
+                for n in cfg.numbers(w.stages, "stages", int, 1) for r in cfg.numbers(w.stage_ratio, "stage_ratio")]
+        arms.append(arm("scratch", second, {}))
     else:
-        raise UserError(f"--study {study} is not built yet; studies: arms, length, reset, shrink, lr, size, transition")
-    # Each arm is compared with the scratch arm of its setting and second phase (without a data phase
-    # of its own: the smooth transition's scratch trains on all the data).
-    def plain(second: cfg.Config) -> str:
-        return second.with_values(deficit="").hash()
-
-    scratch = {plain(a.second): a.branch for a in arms if a.arm == "scratch"}
-    return [ArmSpec(**{**a.__dict__, "baseline": scratch[plain(a.second)]}) for a in arms]
+        raise UserError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
+    # Each arm is compared with the scratch arm of its setting and second phase.
+    scratch = {a.baseline: a.branch for a in arms if a.arm == "scratch"}
+    return [ArmSpec(**{**a.__dict__, "baseline": scratch[a.baseline]}) for a in arms]
 
 
 def transition(config: cfg.Config, gamma: float) -> str:
@@ -281,6 +289,15 @@ def transition(config: cfg.Config, gamma: float) -> str:
     w = config.warm
     return (f"transition(gamma={np.format_float_positional(gamma, trim='-')},fraction={w.warm_fraction},"
             f"seed={w.warm_seed}):0it-")
+
+
+def stages(config: cfg.Config, n: int, ratio: float, length: int) -> str:
+    """n stages of `length` iterations on growing data (`phases.stage_parts`), each with a fresh
+    optimizer state unless it is carried; the run then trains on all the data."""
+    w = config.warm
+    reset = int(w.optimizer_state == "reset")
+    return ",".join(f"stage(n={n},ratio={float(ratio)},index={i},reset={reset},seed={w.warm_seed}):"
+                    f"{(i - 1) * length}it-{i * length}it" for i in range(1, n + 1))
 
 
 def second_setup_ipe(setting: Setting) -> int:
@@ -354,8 +371,10 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
                     state.optimizer.load_state_dict(stage.load(step, with_state=True).state["optimizer"])
                 branches.append(branch)
                 segments.append(Segment(state, branch.stage("second"), 0, setup.test, progress, _label(a)))
-            stopping = any(a.second.train.until_train_acc for a in group)
-            results = train_segments(segments, 1 if stopping else parallel)
+            # Runs that stop by fit end at steps of their own; stages reset their optimizer state in the
+            # loop, which the stacked trainer does not: both train one at a time.
+            alone = any(a.second.train.until_train_acc or "reset=1" in a.second.train.deficit for a in group)
+            results = train_segments(segments, 1 if alone else parallel)
             for branch, result in zip(branches, results):
                 branch.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc,
                               final_step=result.end, reached_fit=result.reached_fit)

@@ -71,6 +71,9 @@ def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.T
     lr, wd = state.plan.lr_at(iteration), state.weight_decay(iteration)
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
+    resets = getattr(state.phases, "resets_optimizer", None)
+    if resets is not None and resets(iteration):
+        state.optimizer.state.clear()  # a new stage: momentum and moments start afresh
     x, y = state.batch(iteration)
     new_graph_step(state.compile)
     with autocast(x.device, state.autocast):
