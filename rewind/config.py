@@ -194,6 +194,8 @@ class WarmConfig:
     first_steps: str = _f("", "length study: first-phase lengths the second phase branches from, e.g. "
                               "'0,5,10,25,50,100,350ep' (a bare number takes the unit written last), checkpoints "
                               "of one first phase of --steps; empty: --steps")
+    optimizers: str = _f("", "warm start, any study: compare optimizers, one first phase each (in <kind>/), written "
+                             "KIND[:LR], e.g. 'sgd:0.01,adam:0.001' (LR default --lr); empty: --optimizer")
     first_lr: str = _f("", "lr study: first-phase learning rates, comma-separated (one first phase each; "
                            "empty: --lr)")
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
@@ -419,6 +421,20 @@ def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, str
     return out
 
 
+def optimizer_list(text: str) -> list[tuple[str, float | None]]:
+    """'sgd:0.01,adam' -> [('sgd', 0.01), ('adam', None)]."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        kind, _, lr = part.partition(":")
+        if kind not in OPTIMIZERS:
+            raise UserError(f"optimizers: {kind!r} is not one of {', '.join(OPTIMIZERS)}; write KIND[:LR], e.g. "
+                            "'sgd:0.01,adam:0.001'")
+        out.append((kind, numbers(lr, "optimizers' learning rates", strict=True)[0] if lr else None))
+    return out
+
+
 def _check_warm(w: "WarmConfig") -> None:
     """The warm-start lists: numbers in range, and one value each where only one makes sense."""
     for name in ("shrink", "perturb_sigma"):
@@ -427,6 +443,7 @@ def _check_warm(w: "WarmConfig") -> None:
     numbers(w.second_lr, "second_lr", strict=True)
     numbers(w.first_lr, "first_lr", strict=True)
     numbers(w.reset_from, "reset_from", int, 1)
+    optimizer_list(w.optimizers)
     numbers(w.stages, "stages", int, 1)
     if any(r > 1 for r in numbers(w.stage_ratio, "stage_ratio")):
         raise UserError(f"stage_ratio must be in [0, 1]; got {w.stage_ratio!r}")

@@ -165,6 +165,13 @@ def test_reset_lr_and_size_studies_plan_their_arms(cache):
     assert [s.folder for s in size.settings][:3] == ["w4-d1-rep-00", "w4-d1-rep-01", "w4-d2-rep-00"]
     assert {(s.first.model.width, s.first.model.blocks) for s in size.settings} == {(4, 1), (4, 2), (8, 1), (8, 2)}
     assert len(size.arms) == 16 and len({a.branch for a in size.arms}) == 16
+    # Optimizers compared: one first phase each (Berariu Fig. 2), each second phase with its own.
+    opt = P.plan(small(cache, study="length", first_steps="0,4it", optimizers="sgd:0.05,adam:0.001"))
+    assert [s.folder for s in opt.settings] == ["sgd0.05", "adam0.001"]
+    assert [(s.first.train.optimizer, s.first.train.lr) for s in opt.settings] == [("sgd", 0.05), ("adam", 0.001)]
+    assert [(a.arm, a.values["optimizer"], a.second.train.optimizer) for a in opt.arms][2:] == [
+        ("scratch", "sgd", "sgd"), ("warm", "adam", "adam"), ("warm", "adam", "adam"), ("scratch", "adam", "adam")]
+    assert opt.arms[3].baseline == opt.arms[5].branch
 
 
 @pytest.mark.parametrize("args, message", [

@@ -64,12 +64,14 @@ def write(plan: "StudyPlan", out: Path, k: int) -> pd.DataFrame:
         row["gap_to_scratch"] = row["final_test_acc"] - base["final_test_acc"]
         row["mean_last_gap_to_scratch"] = row["mean_last_test_acc"] - base["mean_last_test_acc"]
     table = pd.DataFrame(rows)
-    write_text(out / "arms.csv", table.to_csv(index=False))
     summary = summarise(table)
-    write_text(out / "results.csv", summary.to_csv(index=False))
+    # The latest study's table in results.csv; every study's kept in studies/ (several may share a trunk).
+    for folder, name in ((out, ""), (out / "studies", f"{plan.study}_")):
+        write_text(folder / f"{name}arms.csv", table.to_csv(index=False))
+        write_text(folder / f"{name}results.csv", summary.to_csv(index=False))
+        PLOTS[plan.study](folder / f"{name}results.png", summary, plan)
     if plan.study == "arms":  # the four arms' table under its earlier name
         write_text(out / "warm_start.csv", summary.to_csv(index=False))
-    PLOTS[plan.study](out / "results.png", summary, plan)
     return summary
 
 
@@ -138,10 +140,18 @@ def _plot_length(path: Path, df: pd.DataFrame, plan) -> None:
     """Berariu Fig. 2: accuracy after the second phase against the first phase's length."""
     fig = figure()
     ax = fig.subplots()
-    warm = df[df.arm == "warm"].sort_values("first_steps")
-    ax.errorbar(warm.first_epochs, 100 * warm[Y], yerr=_err(warm), marker="o", capsize=3,
-                label=f"warm start ({plan.settings[0].config.train.optimizer})")
-    _scratch_line(ax, df)
+    if "optimizer" in df:  # one line per optimizer, its scratch arm dashed in the same colour
+        for i, (kind, group) in enumerate(df.groupby("optimizer", sort=False)):
+            warm = group[group.arm == "warm"].sort_values("first_steps")
+            ax.errorbar(warm.first_epochs, 100 * warm[Y], yerr=_err(warm), marker="o", capsize=3, color=f"C{i}",
+                        label=f"{kind}, lr {warm.optimizer_lr.iloc[0]:g}")
+            for _, row in group[group.arm == "scratch"].iterrows():
+                ax.axhline(100 * row[Y], color=f"C{i}", linestyle="--", linewidth=1)
+    else:
+        warm = df[df.arm == "warm"].sort_values("first_steps")
+        ax.errorbar(warm.first_epochs, 100 * warm[Y], yerr=_err(warm), marker="o", capsize=3,
+                    label=f"warm start ({plan.settings[0].config.train.optimizer})")
+        _scratch_line(ax, df)
     ax.set_xscale("symlog", linthresh=1)
     _finish(ax, fig, path, "first-phase length (epochs of the full training set)", _title(plan, "length"))
 

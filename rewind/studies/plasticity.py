@@ -112,6 +112,9 @@ def settings(config: cfg.Config) -> list[Setting]:
     """The study's first phases: one per first-phase learning rate (lr), model size (size) and replicate."""
     w, study = config.warm, config.warm.study
     axes: list[list[dict[str, Any]]] = []
+    if w.optimizers:
+        axes.append([{"optimizer": kind, "optimizer_lr": lr or config.train.lr}
+                     for kind, lr in cfg.optimizer_list(w.optimizers)])
     if study == "lr":
         axes.append([{"first_lr": lr} for lr in cfg.numbers(w.first_lr, "first_lr") or [config.train.lr]])
     if study == "size":
@@ -130,6 +133,8 @@ def settings(config: cfg.Config) -> list[Setting]:
     for combo in product(*axes):
         values = {k: v for part in combo for k, v in part.items()}
         c = cfg.replicate(config, values.get("replicate", 0))
+        if "optimizer" in values:
+            c = c.with_optimizer(values["optimizer"], values["optimizer_lr"])
         if "first_lr" in values:
             c = c.with_values(lr=values["first_lr"])
         if "width" in values:
@@ -144,6 +149,8 @@ def settings(config: cfg.Config) -> list[Setting]:
 
 def _folder(values: dict[str, Any]) -> str:
     parts = []
+    if "optimizer" in values:
+        parts.append(f"{values['optimizer']}{values['optimizer_lr']:g}")
     if "first_lr" in values:
         parts.append(f"lr{values['first_lr']:g}")
     if "width" in values:
@@ -161,7 +168,7 @@ def plan(config: cfg.Config) -> StudyPlan:
     seen: dict[str, ArmSpec] = {}
     kept: dict[str, str] = {}  # branch -> the branch trained for it (itself, or an earlier one of its identity)
     for setting in settings(config):
-        ipe = steps.iterations_per_epoch(len(trunk.load_data(setting.config).train_y), config.train.batch_size)
+        ipe = steps.iterations_per_epoch(len(trunk.load_data(setting.config).train_y), setting.config.train.batch_size)
         length = steps.parse(setting.first.train.steps, ipe, "steps")
         saves: tuple[int, ...] = ()
         if study == "length":
@@ -170,7 +177,7 @@ def plan(config: cfg.Config) -> StudyPlan:
                 raise UserError(f"--first-steps {config.warm.first_steps} goes beyond the first phase (--steps "
                                 f"{config.train.steps}, {length} iterations); lengthen --steps or drop the longer ones")
         result.settings.append(Setting(setting.folder, setting.values, setting.config, setting.first, saves))
-        for arm in _arms(setting, study, length, saves):
+        for arm in _arms(setting, study, length, saves, ipe):
             key = runs.identity_hash(arm.identity)
             if key not in seen:  # a scratch arm shared by first phases (lr study) is trained once
                 seen[key] = arm
@@ -204,8 +211,9 @@ def _check(config: cfg.Config) -> None:
                             f"{config.train.optimizer}, the second {second.train.optimizer}")
 
 
-def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> list[ArmSpec]:
-    """The arms of one first phase, each with its scratch baseline."""
+def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe: int) -> list[ArmSpec]:
+    """The arms of one first phase (`length` iterations, checkpoints `saves`; `ipe` iterations an
+    epoch of the full training set), each with its scratch baseline."""
     c, w = setting.config, setting.config.warm
     values = dict(setting.values)
     legacy = study == "arms"  # today's four arms keep the identities their archives were made with
@@ -238,7 +246,6 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> 
                 arm("reset", second, bn, {"reset": w.reset_layers}, op_identity={"reset": w.reset_layers}),
                 arm("scratch", second, {"bn_stats": "fresh"})]
     elif study == "length":
-        ipe = second_setup_ipe(setting)
         arms = [arm("warm", second, {"first_steps": k, "first_epochs": k / ipe}, start=k) for k in saves]
         arms.append(arm("scratch", second, {}))
     elif study == "reset":
@@ -268,7 +275,6 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...]) -> 
                 for g in cfg.numbers(w.transition_gamma, "transition_gamma")]
         arms.append(arm("scratch", second, {}))
     elif study == "stages":
-        ipe = second_setup_ipe(setting)
         stage = steps.parse(c.train.steps, ipe, "steps")
         final = steps.parse(w.second_steps, ipe, "second_steps")
         arms = [arm("stages", second.with_values(steps=f"{n * stage + final}it", deficit=stages(c, n, r, stage)),
@@ -298,10 +304,6 @@ def stages(config: cfg.Config, n: int, ratio: float, length: int) -> str:
     reset = int(w.optimizer_state == "reset")
     return ",".join(f"stage(n={n},ratio={float(ratio)},index={i},reset={reset},seed={w.warm_seed}):"
                     f"{(i - 1) * length}it-{i * length}it" for i in range(1, n + 1))
-
-
-def second_setup_ipe(setting: Setting) -> int:
-    return steps.iterations_per_epoch(len(trunk.load_data(setting.config).train_y), setting.config.train.batch_size)
 
 
 def _model(setting: Setting) -> torch.nn.Module:
