@@ -63,8 +63,8 @@ def write(plan: "StudyPlan", out: Path, k: int) -> pd.DataFrame:
         base = by_branch[a.baseline]
         row["gap_to_scratch"] = row["final_test_acc"] - base["final_test_acc"]
         row["mean_last_gap_to_scratch"] = row["mean_last_test_acc"] - base["mean_last_test_acc"]
-    table = pd.DataFrame(rows)
-    summary = summarise(table)
+    table = _whole_numbers(pd.DataFrame(rows))
+    summary = _whole_numbers(summarise(table))
     # The latest study's table in results.csv; every study's kept in studies/ (several may share a trunk).
     for folder, name in ((out, ""), (out / "studies", f"{plan.study}_")):
         write_text(folder / f"{name}arms.csv", table.to_csv(index=False))
@@ -73,6 +73,16 @@ def write(plan: "StudyPlan", out: Path, k: int) -> pd.DataFrame:
     if plan.study == "arms":  # the four arms' table under its earlier name
         write_text(out / "warm_start.csv", summary.to_csv(index=False))
     return summary
+
+
+def _whole_numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns that an empty cell (a scratch arm's `first_steps`, ...) made float, as integers."""
+    for c in df.columns:
+        values = df[c].dropna()
+        if df[c].dtype == float and len(values) and df[c].isna().any() and (values == values.round()).all() \
+                and c in ("first_steps", "reset_from", "groups_reset", "width", "blocks", "stages", "replicate"):
+            df[c] = df[c].astype("Int64")
+    return df
 
 
 def _reached(trunk_root: Path, threshold: float) -> bool:
@@ -121,7 +131,8 @@ def _finish(ax, fig, path: Path, x: str, title: str) -> None:
 
 def _title(plan: "StudyPlan", what: str) -> str:
     c = plan.settings[0].config
-    return f"{what}: {c.model.model}, {c.train.optimizer}, first phase on {100 * c.warm.warm_fraction:g}%"
+    kinds = ", ".join(dict.fromkeys(s.config.train.optimizer for s in plan.settings))
+    return f"{what}: {c.model.model}, {kinds}, first phase on {100 * c.warm.warm_fraction:g}%"
 
 
 def _plot_arms(path: Path, df: pd.DataFrame, plan) -> None:
