@@ -282,6 +282,9 @@ class PhaseSchedule:
             self._cache[key] = loader.derived(images, labels, augment)
         return self._cache[key]
 
+    def has_optimizer_resets(self) -> bool:
+        return any(p.kind == "stage" and p.params["reset"] for p in self.phases)
+
     def resets_optimizer(self, iteration: int) -> bool:
         """Whether the optimizer state starts afresh at `iteration`: at each new stage of a `stage`
         schedule (reset=1), and at the end of the last one, where training on all the data begins."""

@@ -375,7 +375,8 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
                 segments.append(Segment(state, branch.stage("second"), 0, setup.test, progress, _label(a)))
             # Runs that stop by fit end at steps of their own; stages reset their optimizer state in the
             # loop, which the stacked trainer does not: both train one at a time.
-            alone = any(a.second.train.until_train_acc or "reset=1" in a.second.train.deficit for a in group)
+            alone = any(a.second.train.until_train_acc or
+                        getattr(s.state.phases, "has_optimizer_resets", lambda: False)() for a, s in zip(group, segments))
             results = train_segments(segments, 1 if alone else parallel)
             for branch, result in zip(branches, results):
                 branch.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc,
