@@ -222,6 +222,8 @@ class WarmConfig:
                               "data (Berariu A.3), then --second-steps on all of it")
     stage_ratio: str = _f("0,0.5", "stages study: the ratios r swept: the share of the data drawn uniformly over "
                                    "all classes, spread over the stages; the rest arrives class group by group")
+    stage_shrink: bool = _f(False, "stages study: shrink-perturb (the first --shrink and --perturb-sigma) at the "
+                                   "start of every stage after the first and of the final one")
     last_evals: int = _f(10, "the papers' metric: mean test accuracy over each arm's last K evaluations (Berariu: "
                              "the last 100 epochs, i.e. 100 with --eval-every 1ep)", valid="count1")
     warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "

@@ -281,3 +281,10 @@ def test_stages_study_trains_on_growing_data_then_all(tmp_path, cache):
     assert table.arm.tolist() == ["stages", "scratch"] and table.stages[0] == 2
     metrics = pd.read_csv(tmp_path / "st" / table.branch[0] / "second" / "metrics.csv")
     assert metrics.step.max() == 12
+    # Shrink-perturb at the start of each later stage: the stage's end, shrunk (sigma 0), is what trains on.
+    shrunk = P.run(config.with_values(stage_shrink=True, shrink="0.5", perturb_sigma="0"), tmp_path / "st")
+    assert shrunk.lam[0] == 0.5 and shrunk.branch[1] == table.branch[1]  # the scratch arm is reused
+    plain = runs.read(tmp_path / "st" / table.branch[0]).stage("second")
+    after = runs.read(tmp_path / "st" / shrunk.branch[0]).stage("second")
+    a, b = plain.load(4).tensors, after.load(4).tensors
+    assert all(torch.equal(b[k], 0.5 * a[k]) for k in a if not k.endswith(BN_BUFFERS))

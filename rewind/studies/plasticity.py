@@ -44,7 +44,8 @@ from rewind.train import trunk
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
-from rewind.train.warmstart import fresh_bn_statistics, layer_groups, reset_layers, shrink_perturb, top_groups
+from rewind.train.warmstart import (ShrinkPerturbAt, fresh_bn_statistics, layer_groups, reset_layers, shrink_perturb,
+                                    top_groups)
 
 ARMS = ("warm", "shrink-perturb", "reset", "scratch")
 STUDIES = cfg.STUDIES
@@ -277,8 +278,11 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
     elif study == "stages":
         stage = steps.parse(c.train.steps, ipe, "steps")
         final = steps.parse(w.second_steps, ipe, "second_steps")
+        shrink = {"stage_shrink": [lam, sigma]} if w.stage_shrink else {}
         arms = [arm("stages", second.with_values(steps=f"{n * stage + final}it", deficit=stages(c, n, r, stage)),
-                    {"stages": n, "stage_ratio": r}, versus=second)
+                    {"stages": n, "stage_ratio": r, **({"lam": lam, "sigma": sigma} if shrink else {})},
+                    {**shrink, "boundaries": [i * stage for i in range(1, n + 1)]} if shrink else {},
+                    op_identity=shrink, versus=second)
                 for n in cfg.numbers(w.stages, "stages", int, 1) for r in cfg.numbers(w.stage_ratio, "stage_ratio")]
         arms.append(arm("scratch", second, {}))
     else:
@@ -372,15 +376,25 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
                     step = trunk_end(out / a.setting) if a.start is None else a.start
                     state.optimizer.load_state_dict(stage.load(step, with_state=True).state["optimizer"])
                 branches.append(branch)
-                segments.append(Segment(state, branch.stage("second"), 0, setup.test, progress, _label(a)))
+                segments.append(Segment(state, branch.stage("second"), 0, setup.test, progress, _label(a),
+                                        extra_hooks=_stage_shrink(setup, a)))
             # Runs that stop by fit end at steps of their own; stages reset their optimizer state in the
             # loop, which the stacked trainer does not: both train one at a time.
-            alone = any(a.second.train.until_train_acc or
+            alone = any(a.second.train.until_train_acc or "stage_shrink" in a.op or
                         getattr(s.state.phases, "has_optimizer_resets", lambda: False)() for a, s in zip(group, segments))
             results = train_segments(segments, 1 if alone else parallel)
             for branch, result in zip(branches, results):
                 branch.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc,
                               final_step=result.end, reached_fit=result.reached_fit)
+
+
+def _stage_shrink(setup: Setup, a: ArmSpec) -> list:
+    """Shrink-perturb at the start of each later stage (`--stage-shrink`), as a hook of the arm's run."""
+    if "stage_shrink" not in a.op:
+        return []
+    lam, sigma = a.op["stage_shrink"]
+    fresh = setup.new_model(seed=seeds.derive(setup.config.train.model_seed, "warm-fresh"))
+    return [ShrinkPerturbAt(set(a.op["boundaries"]), fresh, lam, sigma, setup.config.warm.warm_bn_stats == "fresh")]
 
 
 def _complete(path: Path) -> bool:

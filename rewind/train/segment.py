@@ -52,6 +52,7 @@ class Segment:
     progress: str = "auto"
     label: str = "train"
     start_scalars: tuple[str, dict[str, float]] | None = None  # (split, values) logged once at `start`
+    extra_hooks: list[Hook] = field(default_factory=list)  # run after evaluation, before the checkpoint
     resumed: int | None = field(default=None, init=False)
     hooks: list[Hook] = field(default_factory=list, init=False)
     metrics: MetricsLog | None = field(default=None, init=False)
@@ -96,7 +97,7 @@ class Segment:
         # The analysis hooks read the last step's gradients before evaluation runs the model again
         # (with CUDA graphs, a new replay may overwrite them). Stopping by fit moves the end before
         # the checkpoint hook saves it.
-        self.hooks = [train_log, *([fit] if fit else []), *self._analysis_hooks(), evaluation,
+        self.hooks = [train_log, *([fit] if fit else []), *self._analysis_hooks(), evaluation, *self.extra_hooks,
                       H.Checkpoint(self.stage, self.metrics, train_log, fit),
                       H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
         return self.hooks
