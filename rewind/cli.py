@@ -144,7 +144,8 @@ def warm_start(config_file: str | None, out: str, **options: Any) -> None:
     rows = [{k: (f"{100 * v:+.2f}" if k.startswith("gap") else f"{100 * v:.2f}%") if k in metrics else v
              for k, v in r.items() if k not in hidden and not k.endswith("_std") and not k.startswith("best")}
             for r in table.to_dict("records")]
-    click.echo(_table([{k: ("-" if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]))
+    click.echo(_table([{k: ("-" if v is None or (isinstance(v, float) and v != v) else v) for k, v in r.items()}
+                       for r in rows]))
     click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
 
 

@@ -288,3 +288,19 @@ def test_stages_study_trains_on_growing_data_then_all(tmp_path, cache):
     after = runs.read(tmp_path / "st" / shrunk.branch[0]).stage("second")
     a, b = plain.load(4).tensors, after.load(4).tensors
     assert all(torch.equal(b[k], 0.5 * a[k]) for k in a if not k.endswith(BN_BUFFERS))
+
+
+def test_replicates_give_mean_and_spread_per_arm():
+    from rewind.analysis.plasticity import summarise
+
+    table = pd.DataFrame({"study": "length", "arm": ["warm", "scratch"] * 2, "first_steps": [5, None] * 2,
+                          "replicate": [0, 0, 1, 1], "final_test_acc": [0.5, 0.7, 0.6, 0.8],
+                          "mean_last_test_acc": [0.4, 0.6, 0.5, 0.8], "best_test_acc": [0.6, 0.8, 0.7, 0.9],
+                          "gap_to_scratch": [-0.2, 0.0, -0.2, 0.0], "mean_last_gap_to_scratch": [-0.2, 0, -0.3, 0],
+                          "branch": ["a", "b", "c", "d"]})
+    summary = summarise(table).set_index("arm")
+    assert summary.loc["warm", "final_test_acc"] == pytest.approx(0.55)
+    assert summary.loc["warm", "final_test_acc_std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert summary.loc["scratch", "mean_last_test_acc"] == pytest.approx(0.7)
+    assert summary.replicates.tolist() == [2, 2] and summary.loc["warm", "first_steps"] == 5
+    assert pd.isna(summary.loc["scratch", "first_steps"]) and "replicate" not in summary

@@ -96,14 +96,21 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         return table.reset_index(drop=True)
     keys = [c for c in table.columns if c not in (*METRICS, "replicate", "branch", "stopped_at", "reached_fit",
                                                     "first_stopped_at", "first_reached_fit")]
-    filled = table.assign(**{c: table[c].fillna("") for c in keys})  # groupby drops NaN keys
+    filled = table.assign(**{c: table[c].astype(object).where(table[c].notna(), "") for c in keys})  # NaN keys
     grouped = filled.groupby(keys, sort=False)
     summary = grouped[list(METRICS)].mean()
     std = grouped[list(METRICS)].std().add_suffix("_std")
     summary = pd.concat([summary, std], axis=1)
     summary["replicates"] = grouped.size()
     summary = summary.reset_index()
-    return summary.assign(**{c: summary[c].replace("", np.nan) for c in keys if summary[c].dtype == object})
+    for c in keys:
+        if (summary[c] == "").any():  # a column with empty cells (the scratch arm's first_steps): numbers again
+            values = summary[c].replace("", np.nan)
+            try:
+                summary[c] = pd.to_numeric(values)
+            except (TypeError, ValueError):
+                summary[c] = values
+    return summary
 
 
 # Figures in the papers' layouts; y is the papers' metric, the mean over the last K evaluations.
