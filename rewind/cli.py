@@ -169,22 +169,32 @@ def critical_period(config_file: str | None, out: str, dry_run: bool, **options:
 
 
 @cli.command("warm-start")
-@config_options(("data", "model", "train", "warm", "runtime", "launch"))
+@config_options(("data", "model", "train", "warm", "study", "runtime", "launch"))
 @dry_run_option
-@click.option("--parallel", type=click.IntRange(min=1), default=None,
-              help="train up to this many of the four arms together on one device (replica trainer)  [default: 1]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Warm starting: train on a subset, then on all data from those weights (as is, shrink-perturbed,
-    or with layers reset), compared with training from scratch."""
-    from rewind.warm import plan, run
+    or with layers reset), compared with training from scratch; --study sweeps one question.
+
+    \b
+    rewind warm-start --config configs/smoke.toml --second-steps 200it --out runs/ws            # the four arms
+    rewind warm-start --config configs/smoke.toml --study length --first-steps 0,50,200it --out runs/ws
+    rewind warm-start --config configs/smoke.toml --study shrink --shrink 0.3,1.0 --perturb-sigma 0,0.01 --out runs/ws
+    """
+    from rewind.studies.plasticity import launch_plan, run
 
     config = build_config(config_file, options)
-    if launched(config.launch, lambda: plan(config, out), dry_run):
+    if launched(config.launch, lambda: launch_plan(config, out), dry_run):
         return
     table = run(config, out)
-    click.echo(_table([{"arm": r["arm"], "test_acc": f"{100 * r['final_test_acc']:.2f}%",
-                        "vs scratch": f"{100 * r['gap_to_scratch']:+.2f}"} for r in table.to_dict("records")]))
+    metrics = ("final_test_acc", "mean_last_test_acc", "gap_to_scratch")
+    hidden = {"study", "branch", "best_test_acc", "mean_last_gap_to_scratch", "first_epochs"}
+    rows = [{k: (f"{100 * v:+.2f}" if k.startswith("gap") else f"{100 * v:.2f}%") if k in metrics else v
+             for k, v in r.items() if k not in hidden and not k.endswith("_std") and not k.startswith("best")}
+            for r in table.to_dict("records")]
+    click.echo(_table([{k: ("-" if v is None or (isinstance(v, float) and v != v) else v) for k, v in r.items()}
+                       for r in rows]))
+    click.echo(f"results: {Path(out) / 'results.csv'}, plot: {Path(out) / 'results.png'}")
 
 
 @cli.command()

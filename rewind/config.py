@@ -34,6 +34,7 @@ RANGES = {
     "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "open_unit": (lambda v: 0 < v < 1, "in (0, 1)"),
     "unit": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "proportion": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
 
 
@@ -110,6 +111,9 @@ class TrainConfig:
     lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
                                     "(0.97 in Achille et al.)", valid="positive")
     warmup: str = _f("0it", "linear learning-rate warmup length")
+    until_train_acc: float = _f(0.0, "stop at the first evaluation step whose training accuracy (over the batches "
+                                     "since the previous evaluation) is at or above this, --steps being the cap "
+                                     "(Ash & Adams: 0.99); 0 = train the whole length", valid="proportion")
     model_seed: int = _f(0, "seed of the initial weights", valid="count0")
     order_seed: int = _f(0, "seed of the data order", valid="count0")
     aug_seed: int = _f(0, "seed of the data augmentation", valid="count0")
@@ -225,21 +229,55 @@ class CriticalConfig:
     starts: str = _f("0,20,40,60,80ep", "critical period: window start points (with --window)")
 
 
+STUDIES = ("arms", "length", "reset", "shrink", "lr", "size", "transition", "stages")
+
+
 @dataclass(frozen=True)
 class WarmConfig:
+    study: str = _f("arms", "warm start: the study (arms: warm, shrink-perturb, reset, scratch; length: the first phase's "
+                            "length, --first-steps; reset: the top layer groups reset, --reset-from; shrink: lambda x "
+                            "sigma, --shrink, --perturb-sigma; lr: --second-lr x --first-lr; size: --widths x --depths; "
+                            "transition: one phase moving from the subset to the full set, --transition-gamma; "
+                            "stages: n stages of growing data, --stages x --stage-ratio)",
+                    choices=STUDIES)
     warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase",
                               valid="fraction")
     warm_seed: int = _f(0, "warm start: seed of that subset", valid="count0")
+    first_steps: str = _f("", "length study: first-phase lengths the second phase branches from, e.g. "
+                              "'0,5,10,25,50,100,350ep' (a bare number takes the unit written last), checkpoints "
+                              "of one first phase of --steps; empty: --steps")
+    optimizers: str = _f("", "warm start, any study: compare optimizers, one first phase each (in <kind>/), written "
+                             "KIND[:LR], e.g. 'sgd:0.01,adam:0.001' (LR default --lr); empty: --optimizer")
+    first_lr: str = _f("", "lr study: first-phase learning rates, comma-separated (one first phase each; "
+                           "empty: --lr)")
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
     second_optimizer: str = _f("same", "warm start: optimizer of the second phase (same = the first phase's)",
                                choices=("same", *OPTIMIZERS))
-    second_lr: float | None = _f(None, "warm start: peak learning rate of the second phase (default: --lr)",
-                                 valid="positive")
-    shrink: float = _f(0.6, "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh",
-                       valid="nonnegative")
-    perturb_sigma: float = _f(0.01, "shrink-perturb: sigma", valid="nonnegative")
+    second_lr: str = _f("", "warm start: peak learning rate of the second phase (empty: --lr); the lr study sweeps "
+                            "a comma-separated list")
+    optimizer_state: str = _f("reset", "warm start: the second phase's optimizer state: reset (a fresh optimizer, the "
+                                       "papers' default) or carry (the first phase's, at the checkpoint branched "
+                                       "from; same optimizer in both phases)", choices=("reset", "carry"))
+    shrink: str = _f("0.6", "shrink-perturb: lambda in theta <- lambda * theta + sigma * theta_fresh; the shrink "
+                            "study sweeps a comma-separated list")
+    perturb_sigma: str = _f("0.01", "shrink-perturb: sigma; the shrink study sweeps a comma-separated list")
     reset_layers: str = _f("top-stage", "reset arm: layers re-initialised before phase two, comma-separated "
                                         "(e.g. 'blocks.8,fc'); top-stage = the last stage's blocks and fc")
+    reset_from: str = _f("", "reset study: for each j listed, reset layer groups j..G (ResNet-18: 1 = stem, 2-5 = "
+                             "the stages, 6 = fc; CIFAR ResNets: 1 = stem, 2-4, 5 = fc); empty: every j")
+    widths: str = _f("", "size study: model widths (first-stage channels), comma-separated; empty: --width")
+    depths: str = _f("", "size study: resnet18 blocks per stage (Berariu's d), comma-separated; empty: --blocks")
+    transition_gamma: str = _f("0.9,0.99,0.999", "transition study: the gammas swept; each example comes from the "
+                                                 "full set with probability 1 - gamma^(50 n / N) (n examples drawn "
+                                                 "before it, N the full set's size), else from the subset")
+    stages: str = _f("1,2,4", "stages study: the numbers of stages n swept; each stage trains --steps on growing "
+                              "data (Berariu A.3), then --second-steps on all of it")
+    stage_ratio: str = _f("0,0.5", "stages study: the ratios r swept: the share of the data drawn uniformly over "
+                                   "all classes, spread over the stages; the rest arrives class group by group")
+    stage_shrink: bool = _f(False, "stages study: shrink-perturb (the first --shrink and --perturb-sigma) at the "
+                                   "start of every stage after the first and of the final one")
+    last_evals: int = _f(10, "the papers' metric: mean test accuracy over each arm's last K evaluations (Berariu: "
+                             "the last 100 epochs, i.e. 100 with --eval-every 1ep)", valid="count1")
     warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "
                                      "with: fresh (a fresh network's, as Ash & Adams's code, which copies only the "
                                      "parameters into a new network) or trained (the first phase's)",
@@ -384,7 +422,7 @@ STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
 # Fields added after archives were first made, left out of a trunk's identity while at their
 # defaults, so those archives keep their hash.
 LATER_FIELDS = (("train", "precision", "fp32"), ("model", "blocks", 0), ("train", "optimizer", "sgd"),
-                ("pretrain", "pretrain_optimizer", "same"))
+                ("pretrain", "pretrain_optimizer", "same"), ("train", "until_train_acc", 0.0))
 # What is observed and kept, not what is trained: left out of the trunk's identity.
 OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats_every", "stats_until",
                       "fisher_every", "fisher_examples")
@@ -439,6 +477,7 @@ def _validate(config: Config) -> None:
             if not p.isdigit():
                 steps.check(p, name)
         steps.check(parts[-1], name)
+    _check_warm(config.warm)
     if not steps.parse_list(config.imp.rewind_iter, 1):
         raise UserError("rewind_iter must name at least one iteration, e.g. '500' or '0,100,500'")
     if config.imp.control != "none" and config.imp.perturb != "none":
@@ -459,6 +498,63 @@ def _validate(config: Config) -> None:
                             f"(--{name.replace('_', '-')}), e.g. '160ep'")
     models.check(config.model.model, config.model.width or 0, config.model.blocks)
     _check_optimizers(config)
+
+
+def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, strict: bool = False) -> list:
+    """'0.3,0.6,1.0' -> [0.3, 0.6, 1.0] (ints for kind=int), each at least `at_least` (above it if
+    `strict`); '' gives []."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            value = None
+        if value is None or value < at_least or (strict and value == at_least):
+            unit = "whole numbers" if kind is int else "numbers"
+            raise UserError(f"{what} must be comma-separated {unit} {'>' if strict else '>='} {at_least:g}, e.g. "
+                            f"'{'1,2' if kind is int else '0.3,0.6'}'; got {text!r}")
+        out.append(value)
+    return out
+
+
+def optimizer_list(text: str) -> list[tuple[str, float | None]]:
+    """'sgd:0.01,adam' -> [('sgd', 0.01), ('adam', None)]."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        kind, _, lr = part.partition(":")
+        if kind not in OPTIMIZERS:
+            raise UserError(f"optimizers: {kind!r} is not one of {', '.join(OPTIMIZERS)}; write KIND[:LR], e.g. "
+                            "'sgd:0.01,adam:0.001'")
+        out.append((kind, numbers(lr, "optimizers' learning rates", strict=True)[0] if lr else None))
+    return out
+
+
+def _check_warm(w: "WarmConfig") -> None:
+    """The warm-start lists: numbers in range, and one value each where only one makes sense."""
+    for name in ("shrink", "perturb_sigma"):
+        if not numbers(getattr(w, name), name):
+            raise UserError(f"{name} needs a value, e.g. '0.6'")
+    numbers(w.second_lr, "second_lr", strict=True)
+    numbers(w.first_lr, "first_lr", strict=True)
+    numbers(w.reset_from, "reset_from", int, 1)
+    optimizer_list(w.optimizers)
+    numbers(w.stages, "stages", int, 1)
+    if any(r > 1 for r in numbers(w.stage_ratio, "stage_ratio")):
+        raise UserError(f"stage_ratio must be in [0, 1]; got {w.stage_ratio!r}")
+    if any(g > 1 for g in numbers(w.transition_gamma, "transition_gamma")):
+        raise UserError(f"transition_gamma must be in [0, 1]; got {w.transition_gamma!r}")
+    numbers(w.widths, "widths", int, 1)
+    numbers(w.depths, "depths", int, 1)
+    parts = [p.strip() for p in w.first_steps.split(",") if p.strip()]
+    for p in parts[:-1]:
+        if not p.isdigit():
+            steps.check(p, "first_steps")
+    if parts:
+        steps.check(parts[-1], "first_steps")
 
 
 def base_type(f: dataclasses.Field) -> str:
@@ -522,7 +618,7 @@ def _coerce(name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     want = {"str": str, "int": int, "float": float, "bool": bool}[base_type(f)]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if want is str and isinstance(value, (int, list)):
+    if want is str and isinstance(value, (int, float, list)) and not isinstance(value, bool):
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise UserError(f"{name} in {where} must be {want.__name__}, got {value!r}")

@@ -113,7 +113,7 @@ def test_critical_period_recipe_is_achilles():
 
 
 # For each valid range, a value just outside it.
-OUTSIDE = {"positive": 0, "nonnegative": -1, "count0": -1, "count1": 0, "fraction": 1.5, "open_unit": 1.0, "unit": 1.0}
+OUTSIDE = {"positive": 0, "nonnegative": -1, "count0": -1, "count1": 0, "fraction": 1.5, "open_unit": 1.0, "unit": 1.0, "proportion": 1.5}
 
 
 def test_every_numeric_field_has_a_valid_range():

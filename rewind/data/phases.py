@@ -35,9 +35,11 @@ KINDS: dict[str, dict[str, int | float]] = {
     "no-augmentation": {},
     "no-weight-decay": {},
     "subset": {"fraction": 0.5},
+    "transition": {"gamma": 0.99, "fraction": 0.5},
+    "stage": {"n": 1, "ratio": 0.0, "index": 1, "reset": 1},
     "rotation": {},
 }
-SEEDED = {"label-permutation", "random-labels", "noise", "subset", "rotation"}
+SEEDED = {"label-permutation", "random-labels", "noise", "subset", "transition", "stage", "rotation"}
 # Kinds that change the batch; no-weight-decay only changes the optimizer.
 _BATCH_KINDS = set(KINDS) - {"no-weight-decay"}
 FORM = "KIND[(NAME=VALUE,...)][:START-END], e.g. 'blur:0ep-40ep', 'subset(fraction=0.5):0ep-10ep' or 'noise:5ep-'"
@@ -88,6 +90,14 @@ def _problem(kind: str, params: dict, start: int, end: int | None) -> str | None
     size, fraction = params.get("size", 1), params.get("fraction", 1.0)
     if not (isinstance(size, int) and size >= 1):
         return f"blur size must be a whole number of pixels >= 1, not {size!r}"
+    if not 0.0 <= params.get("gamma", 0.5) <= 1.0:
+        return f"transition gamma must be in [0, 1], not {params['gamma']!r}"
+    if kind == "stage":
+        n, index, ratio = params.get("n", 1), params.get("index", 1), params.get("ratio", 0.0)
+        if not (isinstance(n, int) and isinstance(index, int) and 1 <= index <= n):
+            return f"a stage needs whole numbers 1 <= index <= n, not index={index!r}, n={n!r}"
+        if not 0.0 <= ratio <= 1.0:
+            return f"stage ratio must be in [0, 1], not {ratio!r}"
     if not 0.0 < fraction <= 1.0:
         return f"subset fraction must be in (0, 1], not {fraction!r}"
     if start < 0 or (end is not None and end <= start):
@@ -217,7 +227,9 @@ class PhaseSchedule:
 
     def _source(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int, position: int):
         """(uint8 images, labels, global example indices, epoch of the loader that made them)."""
-        subset = on.get("subset")
+        if "transition" in on:
+            return self._transition(loader, on, iteration, position)
+        subset = on.get("subset") or on.get("stage")  # a stage is a subset of its own (`subset_indices`)
         augment = loader.augment and "no-augmentation" not in on
         if subset is None and augment == loader.augment:
             src, t = loader, position
@@ -230,6 +242,36 @@ class PhaseSchedule:
             idx = self.subset_indices(subset, loader)[idx]
         return x, y, idx, t // src.iterations_per_epoch
 
+    def _transition(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int, position: int):
+        """Berariu et al.'s smooth transition: each example of the batch comes from the full set with
+        probability p(n) (`transition_probability`), else from the subset: slot b takes the full
+        loader's example b of this step, or the subset loader's (its own epochs, counted from the
+        phase start). Near an epoch's end, where one of the two batches is short, both are cut to
+        the shorter."""
+        phase = on["transition"]
+        augment = loader.augment and "no-augmentation" not in on
+        full = loader if augment == loader.augment else self._loader(loader, None, augment)
+        subset = Phase("subset", phase.start, phase.end, {"fraction": phase.params["fraction"]}, phase.seed)
+        sub = self._loader(loader, subset, augment)
+        t = iteration - phase.start
+        xf, yf, idf = full.raw_batch(position)
+        xs, ys, ids = sub.raw_batch(t)
+        m = min(len(yf), len(ys))
+        ids = self.subset_indices(subset, loader)[ids[:m]]
+        take = transition_choice(phase, t, m, loader.n, loader.batch_size).to(loader.device)
+        x = torch.where(take[:, None, None, None], xf[:m], xs[:m])
+        return x, torch.where(take, yf[:m], ys[:m]), torch.where(take, idf[:m], ids), t // sub.iterations_per_epoch
+
+    def examples(self, loader: DeviceLoader, iteration: int, position: int | None = None) -> torch.Tensor:
+        """The training-set indices of the examples in the batch of `iteration`."""
+        position = iteration if position is None else position
+        on = {p.kind: p for p in self.active(iteration) if p.kind in _BATCH_KINDS}
+        if not on:
+            return loader.indices(position)
+        if self._bound is not loader:
+            self._bound, self._cache = loader, {}
+        return self._source(loader, on, iteration, position)[2]
+
     def _loader(self, loader: DeviceLoader, subset: Phase | None, augment: bool) -> DeviceLoader:
         key = ("loader", subset, augment)
         if key not in self._cache:
@@ -240,9 +282,24 @@ class PhaseSchedule:
             self._cache[key] = loader.derived(images, labels, augment)
         return self._cache[key]
 
+    def has_optimizer_resets(self) -> bool:
+        return any(p.kind == "stage" and p.params["reset"] for p in self.phases)
+
+    def resets_optimizer(self, iteration: int) -> bool:
+        """Whether the optimizer state starts afresh at `iteration`: at each new stage of a `stage`
+        schedule (reset=1), and at the end of the last one, where training on all the data begins."""
+        return any(p.kind == "stage" and p.params["reset"] and
+                   ((p.start == iteration and p.params["index"] > 1) or
+                    (p.end == iteration and p.params["index"] == p.params["n"])) for p in self.phases)
+
     def subset_indices(self, phase: Phase, loader: DeviceLoader) -> torch.Tensor:
-        """The sorted example indices of a subset phase (the same seed gives nested subsets)."""
+        """The sorted example indices of a subset phase (the same seed gives nested subsets), or of a
+        stage: the parts of stages 1..index (`stage_parts`)."""
         key = ("subset", phase)
+        if key not in self._cache and phase.kind == "stage":
+            p = phase.params
+            parts = stage_parts(loader.labels.cpu(), self.num_classes, p["n"], p["ratio"], phase.seed)
+            self._cache[key] = torch.cat(parts[:p["index"]]).sort().values.to(loader.device)
         if key not in self._cache:
             k = subset_size(phase.params["fraction"], loader.n)
             perm = torch.randperm(loader.n, generator=seeds.generator(phase.seed, "phase-subset"))
@@ -271,6 +328,46 @@ class PhaseSchedule:
             z = z.pin_memory()  # a copy from pageable memory would wait for the GPU to drain
         z = z.to(loader.device, non_blocking=True)
         return (z - loader.normalize.shift) / loader.normalize.scale
+
+
+def transition_probability(gamma: float, drawn: torch.Tensor | int, examples: int) -> torch.Tensor:
+    """p = 1 - gamma^(50 n / N): the probability that the example drawn after n others (counted from
+    the phase start) comes from the full set of N examples rather than from the subset (Berariu et
+    al. 2021, A.2; n read as examples drawn, N as the full set's size: the exponent is 50 per epoch)."""
+    n = torch.as_tensor(drawn, dtype=torch.float64)
+    return 1.0 - torch.as_tensor(gamma, dtype=torch.float64) ** (50.0 * n / examples)
+
+
+def transition_choice(phase: Phase, step: int, size: int, examples: int, batch_size: int) -> torch.Tensor:
+    """Which of the `size` slots of the phase's batch `step` (counted from its start) take the full
+    set's example: slot b with probability p(step * batch_size + b), from a stream keyed by the seed
+    and the step."""
+    drawn = step * batch_size + torch.arange(size)
+    u = torch.rand(size, generator=seeds.generator(phase.seed, "transition", step), dtype=torch.float64)
+    return u < transition_probability(phase.params["gamma"], drawn, examples)
+
+
+def stage_split(labels: torch.Tensor, num_classes: int, n: int, ratio: float, seed: int
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(class groups C_1..C_{n+1}, uniform pieces U_1..U_{n+1}) of `stage_parts`: the classes in a
+    seeded order cut into n + 1 nearly equal groups; round(ratio * N) examples drawn without regard
+    to class, cut into n + 1 nearly equal pieces."""
+    g = seeds.generator(seed, "stages", n, float(ratio))
+    classes = list(torch.randperm(num_classes, generator=g).tensor_split(n + 1))
+    order = torch.randperm(len(labels), generator=g)
+    return classes, list(order[:round(ratio * len(labels))].tensor_split(n + 1))
+
+
+def stage_parts(labels: torch.Tensor, num_classes: int, n: int, ratio: float, seed: int) -> list[torch.Tensor]:
+    """The n + 1 disjoint parts that n stages and the final one add to the training data (Berariu et
+    al. 2021, A.3): part i is the uniform piece U_i and every example of the classes C_i outside the
+    uniform part (`stage_split`). Stage i trains on parts 1..i; their union is the whole training
+    set. Each part's indices sorted."""
+    classes, uniform = stage_split(labels, num_classes, n, ratio, seed)
+    outside = torch.ones(len(labels), dtype=torch.bool)
+    outside[torch.cat(uniform)] = False
+    return [torch.cat([u, torch.nonzero(outside & torch.isin(labels, c)).flatten()]).sort().values
+            for u, c in zip(uniform, classes)]
 
 
 def subset_size(fraction: float, examples: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -58,14 +59,66 @@ class Eval(Hook):
             self.last = {"step": step, **result}
 
 
+class StopAtFit(Hook):
+    """Stopping by fit (Ash & Adams): at each evaluation step, the training accuracy over the batches
+    since the previous evaluation step is logged (split `fit`); at the first at or above
+    `plan.until_train_acc` the run ends there: the plan's end moves to that step, which is saved.
+
+    The window's sums travel with checkpoints (`state`, `load`), and a resumed run that had stopped
+    reads its stop from the `fit` rows kept in metrics.csv, so a resume ends where the first run did.
+    """
+
+    def __init__(self, metrics: MetricsLog, state: TrainState):
+        self.metrics, self.threshold = metrics, state.plan.until_train_acc
+        self._correct, self._count = 0, 0
+        stopped = stop_step(metrics.rows, self.threshold)
+        if stopped is not None:
+            self._end(state, stopped)
+
+    def state(self) -> dict[str, float]:
+        return {"correct": float(self._correct), "count": self._count}
+
+    def load(self, state: dict[str, float]) -> None:
+        self._correct, self._count = state["correct"], int(state["count"])
+
+    def after_step(self, iteration, loss, correct, count) -> None:
+        self._correct = self._correct + correct
+        self._count += count
+
+    def at(self, step: int, state: TrainState) -> None:
+        if step not in state.plan.eval_steps or not self._count:
+            return
+        acc = float(self._correct) / self._count
+        self.metrics.log("fit", step, {"acc": acc}, epoch=state.plan.epoch(step))
+        self._correct, self._count = 0, 0
+        if acc >= self.threshold:
+            self._end(state, step)
+
+    @staticmethod
+    def _end(state: TrainState, step: int) -> None:
+        plan = state.plan
+        state.plan = dataclasses.replace(plan, total=step, save_steps=plan.save_steps | {step},
+                                         eval_steps=frozenset(s for s in plan.eval_steps if s <= step))
+        state.stop = True
+
+
+def stop_step(rows: list[dict[str, Any]], threshold: float) -> int | None:
+    """The first step whose `fit` row (training accuracy since the previous evaluation) is at or above
+    `threshold`, or None (threshold 0: stopping by fit is off)."""
+    if not threshold:
+        return None
+    hits = [int(r["step"]) for r in rows if r["split"] == "fit" and float(r["acc"]) >= threshold]
+    return min(hits) if hits else None
+
+
 class Checkpoint(Hook):
     """Saves weights and buffers plus optimizer, RNG and train-log state.
 
     Metrics are flushed first, so a checkpoint at step S implies metrics.csv holds every row up to S.
     """
 
-    def __init__(self, stage: Stage, metrics: MetricsLog, train_log: TrainLog):
-        self.stage, self.metrics, self.train_log = stage, metrics, train_log
+    def __init__(self, stage: Stage, metrics: MetricsLog, train_log: TrainLog, fit: StopAtFit | None = None):
+        self.stage, self.metrics, self.train_log, self.fit = stage, metrics, train_log, fit
 
     def at(self, step: int, state: TrainState) -> None:
         if step in state.plan.save_steps and not self.stage.has(step, with_state=True):
@@ -75,7 +128,8 @@ class Checkpoint(Hook):
                 rng["cuda"] = torch.cuda.get_rng_state_all()
             self.stage.save(step, state.model.state_dict(), {"epoch": state.plan.epoch(step)},
                             {"optimizer": state.optimizer.state_dict(), "rng": rng,
-                             "train_log": self.train_log.state()})
+                             "train_log": self.train_log.state(),
+                             **({"fit": self.fit.state()} if self.fit is not None else {})})
 
 
 class Progress(Hook):

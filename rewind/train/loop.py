@@ -28,6 +28,7 @@ class TrainState:
     compile: str = "off"  # off, on or graphs (`optim.compiled`); replicas compile their stacked model alike
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the compiled model, made from `compile`
     autocast: torch.dtype | None = None  # the training forward's reduced precision (bf16), None = fp32
+    stop: bool = False  # set by a hook (`hooks.StopAtFit`) to end the run after the current step
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -70,6 +71,9 @@ def train_step(state: TrainState, iteration: int) -> tuple[torch.Tensor, torch.T
     lr, wd = state.plan.lr_at(iteration), state.weight_decay(iteration)
     for group in state.optimizer.param_groups:
         group["lr"], group["weight_decay"] = lr, wd
+    resets = getattr(state.phases, "resets_optimizer", None)
+    if resets is not None and resets(iteration):
+        state.optimizer.state.clear()  # a new stage: momentum and moments start afresh
     x, y = state.batch(iteration)
     new_graph_step(state.compile)
     with autocast(x.device, state.autocast):
@@ -97,3 +101,5 @@ def run(state: TrainState, start: int, end: int, hooks: Sequence[Hook], at_start
             h.after_step(it, loss, correct, count)
         for h in hooks:
             h.at(it + 1, state)
+        if state.stop:
+            break

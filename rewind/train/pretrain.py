@@ -37,7 +37,7 @@ def pretrain_plan(config, train_examples: int) -> Plan:
     """The pre-training's plan: `pretrain_steps` in epochs of the data it sees (a subset's, for subset)."""
     p, t = config.pretrain, config.train
     train_cfg = dataclasses.replace(t, steps=p.pretrain_steps, lr=p.pretrain_lr, lr_milestones="", warmup="0it",
-                                    lr_epoch_decay=1.0)
+                                    lr_epoch_decay=1.0, until_train_acc=0.0)  # its own length, never stopped by fit
     examples = subset_size(p.pretrain_subset, train_examples) if p.pretrain == "subset" else train_examples
     return Plan.from_config(train_cfg, examples)
 

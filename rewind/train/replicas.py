@@ -207,6 +207,12 @@ def _check(items: Sequence[Segment]) -> None:
     if not items:
         raise UserError("run_segments needs at least one segment")
     _check_shared([s.state for s in items])
+    if any(s.state.plan.until_train_acc for s in items):
+        raise UserError("runs that stop by fit (--until-train-acc) train one at a time, as each stops at its own "
+                        "step; drop --parallel")
+    if any(getattr(s.state.phases, "has_optimizer_resets", lambda: False)() for s in items):
+        raise UserError("runs whose stages reset the optimizer state train one at a time (the stacked optimizer "
+                        "keeps its own state); drop --parallel")
     # Replicas are aligned at their ends: replica k trains its iteration end_k - L + i at stacked
     # step i (L the longest length), joining when that reaches its start. So runs of one length
     # may start anywhere (continuations from several removal points), and runs with one end may

@@ -36,6 +36,7 @@ class Plan:
     fisher_steps: frozenset[int] = frozenset()
     fisher_examples: int = 256
     offset: int = 0  # schedule steps before this run's iteration 0 (a pre-training's length), see above
+    until_train_acc: float = 0.0  # stop at the first eval step at or above this training accuracy (0: never)
 
     @classmethod
     def from_config(cls, t: TrainConfig, train_examples: int, extra_saves: tuple[int, ...] = (),
@@ -73,6 +74,7 @@ class Plan:
             fisher_steps=frozenset(every(t.fisher_every, "fisher_every")),
             fisher_examples=t.fisher_examples,
             offset=offset,
+            until_train_acc=t.until_train_acc,
         )
 
     def position(self, iteration: int) -> int:

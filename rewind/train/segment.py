@@ -20,6 +20,9 @@ class SegmentResult:
     final_test: dict[str, float]
     best_test_acc: float
     resumed_from: int | None
+    end: int = 0  # the last step trained: the plan's end, or where stopping by fit ended it
+    test_accs: list[float] = field(default_factory=list)  # every evaluation's test accuracy, in step order
+    reached_fit: bool | None = None  # with stopping by fit: whether the training accuracy reached it
 
 
 def restore(state: TrainState, stage: Stage, step: int) -> Checkpoint:
@@ -49,6 +52,7 @@ class Segment:
     progress: str = "auto"
     label: str = "train"
     start_scalars: tuple[str, dict[str, float]] | None = None  # (split, values) logged once at `start`
+    extra_hooks: list[Hook] = field(default_factory=list)  # run after evaluation, before the checkpoint
     resumed: int | None = field(default=None, init=False)
     hooks: list[Hook] = field(default_factory=list, init=False)
     metrics: MetricsLog | None = field(default=None, init=False)
@@ -71,9 +75,10 @@ class Segment:
         plan = self.state.plan
         # The start is always saved: it is the reference of the `*_init` statistics after a resume.
         self.state.plan = dataclasses.replace(plan, save_steps=plan.save_steps | {self.start})
-        sums = None
+        sums = fit_sums = None
         if resume_from is not None:
-            sums = restore(self.state, self.stage, resume_from).state.get("train_log")
+            held = restore(self.state, self.stage, resume_from).state
+            sums, fit_sums = held.get("train_log"), held.get("fit")
         self.resumed = resume_from
         # A complete stage is only read back: no new TensorBoard file, no rewrite of metrics.csv.
         self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from, tensorboard=resume_from != self.end)
@@ -85,11 +90,15 @@ class Segment:
         train_log = H.TrainLog(self.metrics)
         if sums is not None:
             train_log.load(sums)
+        fit = H.StopAtFit(self.metrics, self.state) if self.state.plan.until_train_acc else None
+        if fit is not None and fit_sums is not None:
+            fit.load(fit_sums)
         evaluation = H.Eval(self.metrics, self.test[0], self.test[1], self.state.plan.eval_steps)
         # The analysis hooks read the last step's gradients before evaluation runs the model again
-        # (with CUDA graphs, a new replay may overwrite them).
-        self.hooks = [train_log, *self._analysis_hooks(), evaluation,
-                      H.Checkpoint(self.stage, self.metrics, train_log),
+        # (with CUDA graphs, a new replay may overwrite them). Stopping by fit moves the end before
+        # the checkpoint hook saves it.
+        self.hooks = [train_log, *([fit] if fit else []), *self._analysis_hooks(), evaluation, *self.extra_hooks,
+                      H.Checkpoint(self.stage, self.metrics, train_log, fit),
                       H.Progress(self.progress, self.label, self.first, self.end, train_log, evaluation)]
         return self.hooks
 
@@ -124,7 +133,10 @@ class Segment:
         else:  # a plan without evaluation (rotation pre-training predicts rotations, not classes)
             final_test = {"loss": float("nan"), "acc": float("nan")}
         best = max([float(r["acc"]) for r in tests] + [final_test["acc"]])
-        return SegmentResult(final_test, best, self.resumed)
+        accs = [float(r["acc"]) for r in sorted(tests, key=lambda r: int(r["step"]))]
+        plan = self.state.plan
+        reached = H.stop_step(self.metrics.rows, plan.until_train_acc) is not None if plan.until_train_acc else None
+        return SegmentResult(final_test, best, self.resumed, self.end, accs, reached)
 
 
 def train_segment(segment: Segment) -> SegmentResult:

@@ -101,6 +101,8 @@ class TrunkResult:
     final_test: dict[str, float]
     best_test_acc: float
     resumed_from: int | None
+    end: int = 0  # the trunk's last step: its length, or where stopping by fit (--until-train-acc) ended it
+    reached_fit: bool | None = None
 
 
 def train(config: Config, out: str | Path, extra_saves: tuple[int, ...] = ()) -> TrunkResult:
@@ -127,8 +129,10 @@ def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
                             label) for s, run, label in zip(setups, runs, labels)]
         results = train_segments(segments, parallel=len(segments))
         for run, r in zip(runs, results):
-            run.update(status="complete", final_test=r.final_test, best_test_acc=r.best_test_acc)
-    return [TrunkResult(Path(out), r.final_test, r.best_test_acc, r.resumed_from) for out, r in zip(outs, results)]
+            run.update(status="complete", final_test=r.final_test, best_test_acc=r.best_test_acc,
+                       **({"final_step": r.end} if r.end != run.manifest.data["total_iterations"] else {}))
+    return [TrunkResult(Path(out), r.final_test, r.best_test_acc, r.resumed_from, r.end, r.reached_fit)
+            for out, r in zip(outs, results)]
 
 
 def _manifest_fields(setup: Setup) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rewind.errors import UserError
+from rewind.train.loop import Hook
 
 
 def _check_same_architecture(model: nn.Module, fresh_model: nn.Module) -> None:
@@ -82,3 +83,42 @@ def fresh_bn_statistics(model: nn.Module, fresh_model: nn.Module) -> list[str]:
                 copied.append(full)
     return copied
 
+
+
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """The layer groups of a ResNet, bottom to top, as module prefixes (Berariu et al., Fig. 6):
+    1 = the stem (conv, bn), then one group per stage (its blocks), then the head (fc). ResNet-18
+    has 6 groups, a CIFAR ResNet (three stages) 5."""
+    if not hasattr(model, "stages"):
+        raise UserError(f"{type(model).__name__} has no stages, so no layer groups to reset; "
+                        "use a ResNet (resnet18, resnet20, ...)")
+    from rewind.models import head
+
+    stem = [name for name in ("conv", "bn") if hasattr(model, name)]
+    return [stem, *[[f"blocks.{i}" for i in stage] for stage in model.stages], [head(model)]]
+
+
+def top_groups(model: nn.Module, j: int) -> list[str]:
+    """The module prefixes of layer groups j..G (1-based; see `layer_groups`)."""
+    groups = layer_groups(model)
+    if not 1 <= j <= len(groups):
+        raise UserError(f"layer group {j} does not exist: this model has groups 1..{len(groups)} "
+                        "(1 = stem, then the stages, then fc)")
+    return [prefix for group in groups[j - 1:] for prefix in group]
+
+
+class ShrinkPerturbAt(Hook):
+    """Shrink-perturb during a run, at the given steps (the start of each stage): the weights the
+    step's checkpoint saves, and the next step trains, are lam * theta + sigma * theta_fresh, with
+    a fresh network's BatchNorm statistics if `fresh_bn`. A run resumed at such a step does not
+    apply it again: its checkpoint holds the weights after it. (One model at a time: the stacked
+    trainer does not run it.)"""
+
+    def __init__(self, steps: set[int], fresh_model: nn.Module, lam: float, sigma: float, fresh_bn: bool):
+        self.steps, self.fresh, self.lam, self.sigma, self.fresh_bn = set(steps), fresh_model, lam, sigma, fresh_bn
+
+    def at(self, step: int, state) -> None:
+        if step in self.steps:
+            shrink_perturb(state.model, self.fresh, self.lam, self.sigma)
+            if self.fresh_bn:
+                fresh_bn_statistics(state.model, self.fresh)
