@@ -98,7 +98,7 @@ def _say_pretrain(config: cfg.Config, config_file: str | None, options: dict[str
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Train a dense run (the trunk) into an archive; re-running the same command resumes it."""
-    from rewind.imp import trunk_plan
+    from rewind.studies.imp import trunk_plan
     from rewind.train.trunk import train as train_trunk
 
     config = build_config(config_file, options)
@@ -123,7 +123,7 @@ def imp(config_file: str | None, out: str | None, from_: str | None, dry_run: bo
     rewind imp --from runs/smoke --rewind-iter 100 --levels 3     # same trunk, another k
     rewind imp --from runs/smoke --rewind-iter 0,20,100 --parallel 3   # a rewind-point sweep
     """
-    from rewind.imp import plan, run
+    from rewind.studies.imp import plan, run
 
     config = build_config(config_file, options)
     asked = cfg.given(config_file, given(options))
@@ -157,7 +157,7 @@ def critical_period(config_file: str | None, out: str, dry_run: bool, **options:
     rewind critical-period --deficit no-weight-decay --direction normal-then-deficit --switch-at 0,10,20ep \\
         --total-steps 160ep --out runs/wd
     """
-    from rewind.critical import plan, run
+    from rewind.studies.critical import plan, run
 
     config = build_config(config_file, options)
     if launched(config.launch, lambda: plan(config, out), dry_run):
@@ -181,10 +181,10 @@ def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any)
     rewind warm-start --config configs/smoke.toml --study length --first-steps 0,50,200it --out runs/ws
     rewind warm-start --config configs/smoke.toml --study shrink --shrink 0.3,1.0 --perturb-sigma 0,0.01 --out runs/ws
     """
-    from rewind.studies.plasticity import launch_plan, run
+    from rewind.studies.plasticity import plan, run
 
     config = build_config(config_file, options)
-    if launched(config.launch, lambda: launch_plan(config, out), dry_run):
+    if launched(config.launch, lambda: plan(config, out), dry_run):
         return
     table = run(config, out)
     metrics = ("final_test_acc", "mean_last_test_acc", "gap_to_scratch")
@@ -203,8 +203,8 @@ def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any)
 @dry_run_option
 def stats(run: str, dry_run: bool, **options: Any) -> None:
     """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
-    from rewind.analysis.studies import stats as run_stats
-    from rewind.analysis.studies import stats_plan
+    from rewind.studies.stats import stats as run_stats
+    from rewind.studies.stats import stats_plan
 
     runtime, launch_settings = _split_launch(options)
     if launched(cfg.LaunchConfig(**launch_settings), lambda: stats_plan(run, runtime, launch_settings), dry_run):
@@ -233,8 +233,8 @@ def stats(run: str, dry_run: bool, **options: Any) -> None:
 def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int, dry_run: bool,
               **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
-    from rewind.analysis.studies import stability as run_stability
-    from rewind.analysis.studies import stability_plan
+    from rewind.studies.stability import stability as run_stability
+    from rewind.studies.stability import stability_plan
 
     runtime, launch_settings = _split_launch(options)
     if launched(cfg.LaunchConfig(**launch_settings),
@@ -267,7 +267,7 @@ def linear_pathways(config_file: str | None, out: str, dry_run: bool, **options:
 
     from rewind.linear import pathways
 
-    from rewind.linear.launching import plan
+    from rewind.studies.linear import plan
 
     study = linear_config.load_pathways(config_file, given(options))
     if launched(study.launch, lambda: plan("pathways", study, out), dry_run):
@@ -294,7 +294,7 @@ def linear_completion(config_file: str | None, out: str, dry_run: bool, **option
     """
     from rewind.linear import completion
 
-    from rewind.linear.launching import plan
+    from rewind.studies.linear import plan
 
     study = linear_config.load_completion(config_file, given(options))
     if launched(study.launch, lambda: plan("completion", study, out), dry_run):

@@ -492,8 +492,10 @@ def _validate(config: Config) -> None:
         default = PRETRAIN_DEFAULTS[p.pretrain]["pretrain_steps"]
         raise UserError(f"--pretrain {p.pretrain} needs a length above 0, got --pretrain-steps {p.pretrain_steps}: "
                         f"leave it out for the mode's default ({default}), or give one, e.g. 10ep")
+    # The one-phase plasticity studies keep the init as their first phase: a trunk of 0 steps.
+    one_phase = config.warm.study in ("transition", "stages") and t.deficit.startswith("subset(")
     for name in ("steps", "second_steps"):
-        if steps.parse(flat[name], 1, name) == 0:
+        if steps.parse(flat[name], 1, name) == 0 and not (name == "steps" and one_phase):
             raise UserError(f"{name} must be above 0 (a training length), got {flat[name]!r} "
                             f"(--{name.replace('_', '-')}), e.g. '160ep'")
     models.check(config.model.model, config.model.width or 0, config.model.blocks)

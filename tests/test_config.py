@@ -85,7 +85,7 @@ def test_shipped_configs_resolve_to_their_schedules(name, examples, total, miles
 
 
 def test_critical_period_smoke_config_sweeps_four_switch_points():
-    from rewind import critical
+    from rewind.studies import critical
 
     config = cfg.load("configs/critical_period_smoke.toml")
     trunk_deficit, length, arms = critical.plan_arms(config, 40)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from rewind import imp, models
+from rewind import models
+from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import magnitude

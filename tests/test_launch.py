@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import cli_args, run_cli, tiny_config
-from rewind import imp, launch
+from rewind import launch
+from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.launch import records, submit, worker
 from rewind.train.trunk import train

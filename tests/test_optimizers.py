@@ -7,7 +7,7 @@ import torch
 from conftest import cli_args, run_cli, tiny_config
 from rewind import config as cfg
 from rewind import data as D
-from rewind import imp
+from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import masks as M

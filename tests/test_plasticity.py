@@ -147,11 +147,11 @@ def test_shrink_with_lambda_1_and_sigma_0_is_the_warm_start(tmp_path, cache):
 
 
 def test_reset_lr_and_size_studies_plan_their_arms(cache):
-    reset = P.plan(small(cache, study="reset", reset_from="3,5"))
+    reset = P.specs(small(cache, study="reset", reset_from="3,5"))
     assert [(a.arm, a.values.get("groups_reset")) for a in reset.arms] == [("warm", 0), ("reset", 1), ("reset", 3),
                                                                           ("scratch", None)]
     assert [a.op for a in reset.arms] == [{}, {"reset_from": 5}, {"reset_from": 3}, {}]
-    lr = P.plan(small(cache, study="lr", first_lr="0.05,0.1", second_lr="0.01,0.5"))
+    lr = P.specs(small(cache, study="lr", first_lr="0.05,0.1", second_lr="0.01,0.5"))
     assert [s.folder for s in lr.settings] == ["lr0.05", "lr0.1"]
     assert [s.first.train.lr for s in lr.settings] == [0.05, 0.1]
     scratch = [a for a in lr.arms if a.arm == "scratch"]
@@ -161,12 +161,12 @@ def test_reset_lr_and_size_studies_plan_their_arms(cache):
     assert [(a.values["first_lr"], a.values["second_lr"]) for a in warm] == [(0.05, 0.01), (0.05, 0.5), (0.1, 0.01),
                                                                             (0.1, 0.5)]
     assert [a.baseline for a in warm] == [s.branch for s in scratch] * 2
-    size = P.plan(small(cache, study="size", model="resnet18", widths="4,8", depths="1,2", replicates=2))
+    size = P.specs(small(cache, study="size", model="resnet18", widths="4,8", depths="1,2", replicates=2))
     assert [s.folder for s in size.settings][:3] == ["w4-d1-rep-00", "w4-d1-rep-01", "w4-d2-rep-00"]
     assert {(s.first.model.width, s.first.model.blocks) for s in size.settings} == {(4, 1), (4, 2), (8, 1), (8, 2)}
     assert len(size.arms) == 16 and len({a.branch for a in size.arms}) == 16
     # Optimizers compared: one first phase each (Berariu Fig. 2), each second phase with its own.
-    opt = P.plan(small(cache, study="length", first_steps="0,4it", optimizers="sgd:0.05,adam:0.001"))
+    opt = P.specs(small(cache, study="length", first_steps="0,4it", optimizers="sgd:0.05,adam:0.001"))
     assert [s.folder for s in opt.settings] == ["sgd0.05", "adam0.001"]
     assert [(s.first.train.optimizer, s.first.train.lr) for s in opt.settings] == [("sgd", 0.05), ("adam", 0.001)]
     assert [(a.arm, a.values["optimizer"], a.second.train.optimizer) for a in opt.arms][2:] == [
@@ -264,7 +264,7 @@ def test_stages_study_trains_on_growing_data_then_all(tmp_path, cache):
     from rewind.data.phases import PhaseSchedule, parse_list
 
     config = small(cache, study="stages", stages="2", stage_ratio="0.5", steps="4it", second_steps="4it")
-    [arm, scratch] = P.plan(config).arms
+    [arm, scratch] = P.specs(config).arms
     assert arm.second.train.steps == "12it" and scratch.second.train.steps == "4it"
     setup = P.Setup.create(arm.second)
     schedule = PhaseSchedule(parse_list(arm.second.train.deficit, 8), 10)

@@ -24,8 +24,13 @@ def readme_commands(text: str) -> list[str]:
     `a && b` and `a; b` split, `.venv/bin/rewind` read as `rewind`."""
     commands = []
     for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S):
+        names = {}  # NAME="..." lines: $NAME in the commands below
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s#.*$", "", line).strip()
+            if m := re.fullmatch(r"([A-Z_]+)=(.*)", line):
+                names[m[1]] = " ".join(shlex.split(m[2]))
+                continue
+            line = re.sub(r"\$([A-Z_]+)", lambda v: names.get(v[1], v[0]), line)
             for part in re.split(r"&&|;", line):
                 part = " ".join(part.split())
                 if part.startswith(".venv/bin/rewind "):
@@ -73,8 +78,8 @@ COMMANDS = readme_commands((ROOT / "README.md").read_text())
 
 def test_the_readme_has_command_lines_to_check():
     assert len(COMMANDS) >= 20 and COMMANDS[0].startswith("rewind imp --config configs/smoke.toml")
-    assert readme_commands("```bash\nrewind a \\\n  --b 1  # c\nx && rewind d; rewind e\n```\n") == \
-        ["rewind a --b 1", "rewind d", "rewind e"]
+    assert readme_commands("```bash\nA='--c 2'\nrewind a \\\n  --b 1  # c\nx && rewind d $A; rewind e\n```\n") == \
+        ["rewind a --b 1", "rewind d --c 2", "rewind e"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

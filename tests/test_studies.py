@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from rewind import critical, imp, launch, models
+from rewind import launch, models
+from rewind.studies import critical, imp
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import masks as M
@@ -185,7 +186,7 @@ def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
         error = curve.test_error
         assert barrier == pytest.approx(max(0, error.max() - (error.iloc[0] + error.iloc[-1]) / 2))
     # The plan of the same command names the branches it trained: nothing left for an executor.
-    from rewind.analysis.studies import stability_plan
+    from rewind.studies.stability import stability_plan
 
     assert launch.pending(stability_plan(root, "20,40", 3, parallel=2)) == []
     # Again at k=20, interpolating the BatchNorm statistics, with the default points: the same
@@ -328,7 +329,7 @@ def test_train_with_a_deficit_window_and_a_bad_one(tmp_path, cache, capsys):
 
 
 def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
-    from rewind import warm
+    from rewind.studies import plasticity as warm
 
     config = tiny_config(data_dir=cache, steps="30it", second_steps="30it", eval_every="30it")
     table = warm.run(config, tmp_path / "ws")
@@ -345,7 +346,7 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
         assert torch.equal(start["warm"][k], fresh[k] if k.endswith(BN_BUFFERS) else v), k
     # `trained` keeps the trunk's statistics: the warm arm starts as the trunk ended.
     setup = Setup.create(config.with_values(steps="30it"))
-    kept = warm._start(setup, "warm", first, config.with_values(warm_bn_stats="trained")).state_dict()
+    kept = warm.start_from(setup, "warm", first, config.with_values(warm_bn_stats="trained")).state_dict()
     assert all(torch.equal(kept[k].cpu(), v) for k, v in first.items())
     assert not torch.equal(start["scratch"]["conv.weight"], first["conv.weight"])
     w, sp = first["conv.weight"], start["shrink-perturb"]["conv.weight"]
@@ -362,7 +363,7 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
 
 
 def test_parallel_warm_start_arms_match_sequential_ones(tmp_path, cache, monkeypatch):
-    from rewind import warm
+    from rewind.studies import plasticity as warm
 
     config = tiny_config(data_dir=cache, steps="30it", second_steps="30it", eval_every="30it")
     alone = warm.run(config, tmp_path / "alone")

@@ -67,9 +67,10 @@ def spec(name: str) -> Spec:
     raise UserError(f"unknown model {name!r}; models: {NAMES}")
 
 
-def check(name: str, width: int = 0, blocks: int = 0) -> Spec:
-    """The spec of `name` after checking that `width` and `blocks` (0 = the model's default) apply to it."""
+def check(name: str, width: int | None = 0, blocks: int = 0) -> Spec:
+    """The spec of `name` after checking that `width` and `blocks` (0 or None = the model's default) apply to it."""
     s = spec(name)
+    width = width or 0
     if width < 0 or blocks < 0:
         raise UserError(f"width and blocks must be positive (or 0 for the model's default); got {width}, {blocks}")
     if width and not s.default_width:

@@ -15,10 +15,11 @@ learning-rate schedule, starting from one of its checkpoints:
 The arms from the trunk's weights start with a fresh network's BatchNorm running statistics, as
 Ash & Adams's code does (`--warm-bn-stats fresh`), or with the trunk's (`trained`).
 
-`--study` picks what is swept (`STUDIES`); `plan` turns a config into the trunks (`Setting`) and the
+`--study` picks what is swept (`STUDIES`); `specs` turns a config into the trunks (`Setting`) and the
 arms (`ArmSpec`) as plain specs, `train_setting` / `train_arms` train them (a branch already complete
 is read back, never retrained: a new sweep value trains only its new branches), and
-`rewind.analysis.plasticity` writes the table and the figure from the archives.
+`rewind.analysis.plasticity` writes the table and the figure from the archives; `plan` lists
+the same runs as jobs for `rewind.launch` (a first phase, then its arms).
 
 Studies over several first phases (first-phase learning rates, model sizes, replicates) keep one
 archive per first phase in a folder of `--out` (`lr0.001/`, `w16-d2/`, `rep-01/`, ...).
@@ -36,7 +37,8 @@ import pandas as pd
 import torch
 
 from rewind import config as cfg
-from rewind import imp, launch, models, seeds, steps
+from rewind import launch, models, seeds, steps
+from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.archive.run import open_run
 from rewind.data.sources import train_size
@@ -162,7 +164,7 @@ def _folder(values: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
-def plan(config: cfg.Config) -> StudyPlan:
+def specs(config: cfg.Config) -> StudyPlan:
     """The trunks and arms of `config`'s study: everything a run trains, as plain specs."""
     study = config.warm.study
     _check(config)
@@ -192,7 +194,7 @@ def plan(config: cfg.Config) -> StudyPlan:
 
 def first_points(config: cfg.Config, ipe: int) -> list[int]:
     """The length study's first-phase lengths in iterations (a bare number takes the unit written last)."""
-    from rewind.critical import points
+    from rewind.studies.critical import points
 
     return points(config.warm.first_steps or config.train.steps, ipe, "first_steps")
 
@@ -453,9 +455,9 @@ def layers_to_reset(config: cfg.Config, model: torch.nn.Module) -> list[str]:
     return [f"blocks.{i}" for i in model.stages[-1]] + [models.head(model)]
 
 
-def launch_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
+def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """The study as jobs: each first phase, then its arms (after it), `--parallel` of them to a job."""
-    p, jobs = plan(config), []
+    p, jobs = specs(config), []
     ipe_of = {s.folder: steps.iterations_per_epoch(train_size(s.config.data.source, s.config.data.train_examples),
                                                    s.config.train.batch_size) for s in p.settings}
     for s in p.settings:
@@ -483,7 +485,7 @@ def _job_name(a: ArmSpec) -> str:
 
 def execute(job_plan: launch.Plan, job: launch.Job) -> None:
     config, out = cfg.from_sections(job_plan.config), Path(job_plan.out)
-    p = plan(config)
+    p = specs(config)
     if job.args["kind"] == "first":
         train_setting(next(s for s in p.settings if s.folder == job.args["folder"]), out)
         return
@@ -495,7 +497,7 @@ def summarize(job_plan: launch.Plan) -> None:
     from rewind.analysis import plasticity as report
 
     config = cfg.from_sections(job_plan.config)
-    report.write(plan(config), Path(job_plan.out), config.warm.last_evals)
+    report.write(specs(config), Path(job_plan.out), config.warm.last_evals)
 
 
 def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
@@ -504,7 +506,7 @@ def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     from rewind.analysis import plasticity as report
 
     out = Path(out)
-    p = plan(config)
+    p = specs(config)
     for setting in p.settings:
         train_setting(setting, out)
     train_arms(p.arms, out, config.study.parallel, config.runtime.progress)

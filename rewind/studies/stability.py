@@ -1,69 +1,27 @@
-"""`rewind stats` and `rewind stability`: analyses of an existing trunk archive, written into it.
+"""`rewind stability`: linear mode connectivity of an existing trunk archive.
 
-Both read the trunk's checkpoints and never retrain it. `stats` writes the early-phase report
-and the overlap between every pair of IMP masks the archive holds; `stability` trains two
-children per rewind point k (a branch per k and SGD noise, resumable) and measures the error
-barrier on the linear path between them: the instability curve over k.
+It reads the trunk's checkpoints and never retrains it: it trains two children per rewind point k
+(a branch per k and SGD noise, resumable) and measures the error barrier on the linear path
+between them, the instability curve over k (`trunk/analysis/instability.csv` and `.png`).
 """
 
 from __future__ import annotations
 
-import itertools
 from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 
 from rewind import launch, steps
-from rewind.analysis.early_report import write_early_phase
 from rewind.analysis.archive import reopen
 from rewind.analysis.lmc import ORDER_SEEDS, POINTS, child_seeds, child_states, trunk_barrier
-from rewind.analysis.overlap import overlap
 from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text
-from rewind.archive.lock import FolderLock
 from rewind.archive.run import open_run
 from rewind.errors import UserError
-from rewind.prune import masks as M
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
-
-
-def imp_masks(root: Path) -> dict[tuple[str, int], Path]:
-    """(branch name, level) -> mask file, for every IMP level the archive holds."""
-    out = {}
-    for manifest in sorted((root / "branches").glob("imp-*/manifest.json")):
-        for key in runs.read(manifest.parent).manifest.files:
-            if key.endswith("mask.safetensors"):
-                out[(manifest.parent.name, int(key.split("/")[0].removeprefix("level_")))] = manifest.parent / key
-    return out
-
-
-def mask_overlaps(root: Path) -> pd.DataFrame:
-    """Jaccard and Hamming overlap of every pair of IMP masks (different rewind points and levels)."""
-    found = imp_masks(root)
-    loaded = {key: M.load(path) for key, path in found.items()}
-    rows = []
-    for (a, ma), (b, mb) in itertools.combinations(loaded.items(), 2):
-        o = overlap(ma, mb)
-        rows.append({"branch_a": a[0], "level_a": a[1], "branch_b": b[0], "level_b": b[1],
-                     "jaccard": o["jaccard"], "hamming": o["hamming"]})
-    return pd.DataFrame(rows, columns=["branch_a", "level_a", "branch_b", "level_b", "jaccard", "hamming"])
-
-
-def stats(root: str | Path, **options) -> dict[str, Path]:
-    root = Path(root)
-    runs.read_trunk(root)
-    with FolderLock(root):  # not while a trunk or branch process writes here
-        report = write_early_phase(root, **options)
-        written = {"early_phase.csv": report.csv, "early_phase.png": report.png, "tensorboard": report.tensorboard}
-        overlaps = mask_overlaps(root)
-        if len(overlaps):
-            path = report.csv.parent / "mask_overlap.csv"
-            write_text(path, overlaps.to_csv(index=False))
-            written["mask_overlap.csv"] = path
-    return written
 
 
 def _stability_ks(run, root: Path, at: str, points: int) -> list[int]:
@@ -104,32 +62,19 @@ def stability_plan(root: str | Path, at: str, points: int = POINTS, noise: str =
         jobs.append(launch.Job(f"stability-k{'+'.join(map(str, chunk))}", paths[0], what, {"ks": chunk},
                                more=tuple(paths[1:])))
     options = {"points": points, "noise": noise, "bn": bn, "overrides": overrides or {}, "parallel": parallel}
-    return launch.Plan("rewind.analysis.studies", str(root), {"launch": launch_settings or {}}, tuple(jobs),
-                       {"study": "stability", "at": at, **options})
+    return launch.Plan("rewind.studies.stability", str(root), {"launch": launch_settings or {}}, tuple(jobs),
+                       {"at": at, **options})
 
 
 def execute(plan: launch.Plan, job: launch.Job) -> None:
-    s = {k: v for k, v in plan.summary.items() if k not in ("study", "at")}
-    if plan.summary["study"] == "stats":
-        stats(plan.out, **s["overrides_stats"])
-        return
-    stability(plan.out, ",".join(f"{k}it" for k in job.args["ks"]), **s)
+    options = {k: v for k, v in plan.summary.items() if k != "at"}
+    stability(plan.out, ",".join(f"{k}it" for k in job.args["ks"]), **options)
 
 
 def summarize(plan: launch.Plan) -> None:
-    if plan.summary["study"] == "stability":
-        run = runs.read_trunk(plan.out)
-        _instability_table(Path(plan.out), run.manifest.data["iterations_per_epoch"],
-                           run.manifest.data["config"]["train"]["aug_seed"])
-
-
-def stats_plan(root: str | Path, overrides: dict | None = None, launch_settings: dict | None = None) -> launch.Plan:
-    root = Path(root)
-    runs.read_trunk(root)
-    job = launch.Job("stats", str(root / "trunk" / "analysis"), "early-phase statistics of every checkpoint, "
-                     "mask overlaps", marker=str(root / "trunk" / "analysis" / "early_phase.csv"))
-    return launch.Plan("rewind.analysis.studies", str(root), {"launch": launch_settings or {}}, (job,),
-                       {"study": "stats", "overrides_stats": overrides or {}})
+    run = runs.read_trunk(plan.out)
+    _instability_table(Path(plan.out), run.manifest.data["iterations_per_epoch"],
+                       run.manifest.data["config"]["train"]["aug_seed"])
 
 
 def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",

@@ -129,7 +129,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
                                        after=tuple(trunk_job + names[:j]), levels=c.imp.levels,
                                        more=tuple(paths[1:])))
     summary = {"out": str(out) if out is not None else None, "from": str(from_) if from_ is not None else None}
-    return launch.Plan("rewind.imp", str(out if out is not None else from_), config.to_dict(), tuple(jobs), summary)
+    return launch.Plan("rewind.studies.imp", str(out if out is not None else from_), config.to_dict(), tuple(jobs), summary)
 
 
 def trunk_description(c: cfg.Config, size: int, extra: list[int] = ()) -> str:
@@ -154,7 +154,7 @@ def trunk_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     size = train_size(config.data.source, config.data.train_examples)
     job = launch.Job("trunk", str(out), trunk_description(config, size), {"kind": "trunk", "replicate": 0,
                                                                            "root": str(out)})
-    return launch.Plan("rewind.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
+    return launch.Plan("rewind.studies.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
 
 
 def execute(plan: launch.Plan, job: launch.Job) -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from rewind import config as cfg
-from rewind import imp, launch, steps
+from rewind import launch, steps
+from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
@@ -175,7 +176,7 @@ def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
             jobs.append(launch.Job(f"{prefix}{lay.key}-{'+'.join(map(str, starts))}", str(chunk[0][1]), what,
                                    {"kind": "arm", "replicate": i, "starts": starts}, after=(f"{prefix}trunk",),
                                    more=tuple(str(p) for _, p in chunk[1:])))
-    return launch.Plan("rewind.critical", str(out), config.to_dict(), tuple(jobs), {"out": str(out)})
+    return launch.Plan("rewind.studies.critical", str(out), config.to_dict(), tuple(jobs), {"out": str(out)})
 
 
 def execute(plan: launch.Plan, job: launch.Job) -> None:

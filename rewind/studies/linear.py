@@ -20,7 +20,7 @@ def plan(kind: str, study, out: str | Path) -> launch.Plan:
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
                      {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"))
-    return launch.Plan("rewind.linear.launching", str(out), study.to_dict(), (job,), {"kind": kind})
+    return launch.Plan("rewind.studies.linear", str(out), study.to_dict(), (job,), {"kind": kind})
 
 
 def _brief(settings: dict) -> str:
