@@ -106,6 +106,21 @@ def test_a_failed_job_is_shown_with_its_last_line_and_resubmitted_alone(tmp_path
     assert "#SBATCH --dependency=afterok:100\n" in (seen / "102.sh").read_text()
 
 
+def test_a_local_job_whose_process_died_is_failed_and_sent_again(tmp_path):
+    plan = imp.plan(tiny_config(rewind_iter="20"), out=tmp_path / "study")
+    job = plan.job("imp-k20")
+    records.record(plan, {job.name: {"executor": "local", "job_id": "1", "driver_pid": os.getpid(),
+                                     "host": os.uname().nodename, "stderr": str(tmp_path / "job.err")}})
+    assert records.state(plan, job)[0] == "queued"  # its launcher (this process) is alive
+    (tmp_path / "job.err").write_text("loading\nRuntimeError: CUDA out of memory\n")
+    records.mark(plan, job, "running")
+    dead = json.loads((plan.folder() / "state" / "imp-k20.json").read_text())
+    dead["pid"] = 2 ** 22 + 1  # no such process (a job killed with SIGKILL writes nothing more)
+    (plan.folder() / "state" / "imp-k20.json").write_text(json.dumps(dead))
+    assert records.state(plan, job) == ("failed", "RuntimeError: CUDA out of memory")
+    assert [j.name for j in submit.to_submit(plan)] == ["trunk", "imp-k20"]
+
+
 def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     code, out, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
