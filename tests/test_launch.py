@@ -121,6 +121,16 @@ def test_a_local_job_whose_process_died_is_failed_and_sent_again(tmp_path):
     assert [j.name for j in submit.to_submit(plan)] == ["trunk", "imp-k20"]
 
 
+def test_a_partition_sbatch_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+    seen = _fake_sbatch(tmp_path, monkeypatch)
+    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
+                                            "exit 1\n")
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", "--partition", "gpux"), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "sbatch refused the jobs" in err and "invalid partition specified: gpux" in err
+    assert not list(seen.iterdir()) and "trunk" not in records.submitted(launch.latest_plan(tmp_path / "study"))
+
+
 def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     code, out, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)

@@ -10,11 +10,13 @@ at once as one job array per wave, each array `afterok` on the jobs of the earli
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any, Callable
 
@@ -187,12 +189,13 @@ def submit_slurm(plan: Plan, plan_file: Path, jobs: list[Job], launch: cfg.Launc
                         if a in ids and records.state(plan, plan.job(a), records.submitted(plan))[0] != "complete"})
         dependency = {"dependency": "afterok:" + ":".join(needs)} if needs else {}
         executor.update_parameters(**params, slurm_additional_parameters={**extra, **dependency})
+        said = io.StringIO()  # submitit prints what sbatch said on a failure: it goes into the one line
         try:
-            with executor.batch():
+            with redirect_stderr(said), executor.batch():
                 subs = [executor.submit(Task(), str(plan_file), j.name) for j in wave]
-        except Exception as e:  # noqa: BLE001  sbatch refused: say what it said
-            message = str(e).strip().splitlines()
-            raise UserError(f"sbatch refused the jobs: {message[-1] if message else e}; check --partition, "
+        except Exception as e:  # noqa: BLE001  sbatch refused: say what it said, in one line
+            message = [line for line in (str(e) + "\n" + said.getvalue()).splitlines() if "error" in line.lower()]
+            raise UserError(f"sbatch refused the jobs: {message[0].strip() if message else e}; check --partition, "
                             "--sbatch and the cluster's limits") from None
         entries = {j.name: {"executor": "slurm", "job_id": s.job_id, "stderr": str(s.paths.stderr),
                             "folder": str(s.paths.folder)} for j, s in zip(wave, subs)}
