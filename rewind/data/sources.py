@@ -164,10 +164,10 @@ def train_size(source: str, train_examples: int = 0) -> int:
     """How many training examples a run on `source` uses, read without decoding or downloading
     anything (a plan's epochs in iterations): the subset size, a named dataset's size, or the
     number of images under train/<class>/ in an image folder or archive."""
-    if train_examples:
-        return train_examples
     if source == "synthetic" or source.startswith("synthetic:"):
-        return 5000
+        return train_examples or 5000
+    if train_examples:  # a subset, never more than the whole set
+        return min(train_examples, train_size(source))
     if source in TRAIN_SIZES:
         return TRAIN_SIZES[source]
     path = Path(source).expanduser()

@@ -195,7 +195,9 @@ def _one(config: cfg.Config, root: Path, only: list[int] | None = None) -> pd.Da
     data = trunk.load_data(config)
     lay = layout(config, root, len(data.train_y))
     ipe, label = lay.ipe, order_label(config)
-    trunk.train(lay.trunk, root, extra_saves=tuple(a.start for a in lay.arms))
+    # An arm's job reads a complete trunk without taking its lock (arms of an array start together).
+    if not (only and (root / runs.MANIFEST).exists() and runs.read(root).status == "complete"):
+        trunk.train(lay.trunk, root, extra_saves=tuple(a.start for a in lay.arms))
     if only == []:
         return pd.DataFrame()
     trunk_stage = runs.read(root).stage("trunk")
