@@ -1,0 +1,131 @@
+"""Run identities are pinned: an archive made by an earlier rewind resumes and branches under this one.
+
+Every run folder a study plans carries the hash of its identity in its name (trunks are checked
+by `Config.hash()`), so the folders `--dry-run` plans for a fixed set of commands pin every kind
+of identity at once: trunk, pre-training, IMP branch, control, critical-period arm, warm-start
+arm, deep-linear trunk and branch. A change here means existing archives would no longer be
+found or resumed: keep the hashes, or migrate the archives and say so.
+
+To see the current values after a deliberate, documented change: `pytest tests/test_hashes.py -s`
+prints them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from rewind import config as cfg
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = ["--data", "synthetic", "--train-examples", "1000", "--test-examples", "500", "--model", "resnet8",
+         "--width", "8", "--steps", "120it", "--batch-size", "32", "--lr-milestones", "80it"]
+
+# Command -> the run folders it plans, relative to --out (hashes in the names).
+COMMANDS = {
+    "imp": [],
+    "imp-blur": ["imp", *SMALL, "--rewind-iter", "20", "--levels", "1", "--pretrain", "blur",
+                 "--pretrain-steps", "40it"],
+    "imp-control": [],
+    "imp-adam": [],
+    "critical": ["critical-period", *SMALL, "--deficit", "blur(size=8)", "--switch-at", "0,40it",
+                 "--after", "40it"],
+    "warm": [],
+}
+
+PINNED = {
+    "imp": [".", "branches/imp-k0-9ca7ead7", "branches/imp-k20-8066541d"],
+    "imp-blur": [".", "branches/imp-k20-7cf613c2"],
+    "imp-control": [".", "branches/imp-k20-8066541d", "branches/imp-k20-random-reinit-306d33c4"],
+    "imp-adam": [".", "branches/imp-k20-e724435c"],
+    "critical": [".", "branches/critical-0-9c855418", "branches/critical-40-b8d8991c"],
+    "warm": [
+        ".",
+        "branches/warm-reset-91d1ac08",
+        "branches/warm-scratch-b4c79683",
+        "branches/warm-shrink-perturb-7c58a4ca",
+        "branches/warm-warm-9b3a6cd9",
+    ],
+}
+
+# Config.hash() of the shipped recipes and of the defaults (the trunk's identity).
+RECIPES = ("smoke", "resnet20_cifar10", "resnet56_cifar10", "vgg16_cifar10", "lenet_mnist",
+           "critical_period_smoke", "critical_period_blur", "resnet18_cifar10_warmstart",
+           "resnet18_cifar10_plasticity")
+PINNED_RECIPES = {
+    "smoke": "b89b6e42f7f0",
+    "resnet20_cifar10": "06d0e1d6a518",
+    "resnet56_cifar10": "6ee3ed4360fd",
+    "vgg16_cifar10": "6199317d020d",
+    "lenet_mnist": "749845239216",
+    "critical_period_smoke": "80f65792f4ff",
+    "critical_period_blur": "3c027e87af65",
+    "resnet18_cifar10_warmstart": "0b8cb8e6c46d",
+    "resnet18_cifar10_plasticity": "35d5c906152c",
+}
+
+
+def planned_folders(name: str, tmp_path, capsys) -> list[str]:
+    out = tmp_path / name
+    code, text, err = run_cli([*COMMANDS[name], "--data-dir", str(tmp_path / "cache"), "--out", str(out),
+                               "--dry-run"], capsys)
+    assert code == 0, err
+    folders = [line.strip() for line in text.splitlines() if line.startswith("      ")]
+    return sorted(re.sub(r"^" + re.escape(str(out)) + "/?", "", f) or "." for f in folders)
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_planned_run_folders_keep_their_hashes(name, tmp_path, capsys):
+    folders = planned_folders(name, tmp_path, capsys)
+    print(f"\n    {name!r}: {folders!r},")
+    assert folders == PINNED[name]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_trunk_hashes_are_pinned(recipe):
+    config = cfg.load(REPO / "configs" / f"{recipe}.toml", {"source": "synthetic"})
+    print(f"\n    {recipe!r}: {config.hash()!r},")
+    assert config.hash() == PINNED_RECIPES[recipe]
+
+
+# The deep-linear sweeps' trunk and branch identities (their folders: depth<D>-seed<S>/branches/...),
+# at the shipped configs' settings.
+PINNED_LINEAR = {
+    "pathways-d2-s0": "2755fe86c318",
+    "pathways-d2-s0-gate400": "f7911b917691",
+    "pathways-d4-s1": "a74bd23e49cb",
+    "pathways-d4-s1-gate400": "812f94dc4578",
+    "completion-d1-s0": "24d1872a279a",
+    "completion-d1-s0-tc20000": "d338a00167e9",
+    "completion-d3-s2": "10fd6e320dde",
+    "completion-d3-s2-tc20000": "f9422fd8f2fa",
+}
+
+
+def linear_identities() -> dict[str, str]:
+    from rewind.archive.run import identity_hash
+    from rewind.linear import completion, pathways
+    from rewind.linear import config as lc
+
+    p = lc.load_pathways(str(REPO / "configs" / "linear_pathways.toml")).pathways
+    c = lc.load_completion(str(REPO / "configs" / "linear_completion.toml")).completion
+    out = {}
+    for depth, seed in ((2, 0), (4, 1)):
+        trunk = pathways.trunk_identity(p, depth, seed)
+        out[f"pathways-d{depth}-s{seed}"] = identity_hash(trunk)
+        out[f"pathways-d{depth}-s{seed}-gate400"] = identity_hash(pathways.branch_identity(p, trunk, 400))
+    for depth, seed in ((1, 0), (3, 2)):
+        trunk = completion.trunk_identity(c, depth, seed)
+        out[f"completion-d{depth}-s{seed}"] = identity_hash(trunk)
+        out[f"completion-d{depth}-s{seed}-tc20000"] = identity_hash(completion.branch_identity(c, trunk, 20000))
+    return out
+
+
+def test_deep_linear_identities_are_pinned():
+    found = linear_identities()
+    print("".join(f"\n    {k!r}: {v!r}," for k, v in found.items()))
+    assert found == PINNED_LINEAR
