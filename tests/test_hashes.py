@@ -27,14 +27,14 @@ SMALL = ["--data", "synthetic", "--train-examples", "1000", "--test-examples", "
 
 # Command -> the run folders it plans, relative to --out (hashes in the names).
 COMMANDS = {
-    "imp": [],
+    "imp": ["imp", *SMALL, "--rewind-iter", "0,20", "--levels", "2"],
     "imp-blur": ["imp", *SMALL, "--rewind-iter", "20", "--levels", "1", "--pretrain", "blur",
                  "--pretrain-steps", "40it"],
-    "imp-control": [],
-    "imp-adam": [],
+    "imp-control": ["imp", *SMALL, "--rewind-iter", "20", "--levels", "1", "--control", "random-reinit"],
+    "imp-adam": ["imp", *SMALL, "--rewind-iter", "20", "--levels", "1", "--optimizer", "adam", "--lr", "0.001"],
     "critical": ["critical-period", *SMALL, "--deficit", "blur(size=8)", "--switch-at", "0,40it",
                  "--after", "40it"],
-    "warm": [],
+    "warm": ["warm-start", *SMALL, "--second-steps", "60it"],
 }
 
 PINNED = {
