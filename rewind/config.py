@@ -73,23 +73,37 @@ class DataConfig:
                              valid="count0")
     test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; "
                                "synthetic: 1000)", valid="count0")
-    subset_seed: int = _f(0, "seed of the train/test subsets", valid="count0")
+    subset_seed: int = _f(0, "seed of the train/test subsets and of the holdout", valid="count0")
+    holdout: str = _f("", "hold out this fraction of the training set, e.g. '1/3' (Ash & Adams's code), and score it "
+                          "as the test split in place of the official test set; empty: the official test set")
+    train_fraction: float = _f(1.0, "train on a seeded fraction of the training set (after --train-examples and "
+                                    "--holdout): the run's epochs are passes over that fraction", valid="fraction")
+    fraction_seed: int = _f(0, "seed of that fraction", valid="count0")
+    normalize: str = _f("dataset", "input normalisation: dataset (its own mean and std) or half (mean and std 0.5 in "
+                                   "every channel, as Ash & Adams's code)", choices=("dataset", "half"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = _f("resnet20", "architecture: resnet<6n+2> (CIFAR ResNet: resnet20, resnet56, ...), resnet18, "
                                 "vgg11, vgg13, vgg16, vgg19, wrn<d>-<k> (wide ResNet, e.g. wrn16-8), "
-                                "lenet<h1>-<h2> (e.g. lenet300-100), allcnn")
+                                "lenet<h1>-<h2> (e.g. lenet300-100; OpenLTH's init), mlp<h1>-<h2> (the same network with "
+                                "PyTorch's init, e.g. mlp100-100, Ash & Adams's MLP), allcnn")
     width: int | None = _f(None, "channels of the first stage or conv (default: the model's own, resnet<6n+2> 16, "
                                  "resnet18 64 (16 in Ash & Adams), vgg 64, allcnn 96; wrn and lenet take theirs "
                                  "from the name)", valid="count1")
     blocks: int = _f(0, "resnet18: blocks per stage (0 = 2, ResNet-18's)", valid="count0")
+    init_shrink: float = _f(1.0, "the run's initial weights are init_shrink * theta + init_perturb * theta', theta' a "
+                                 "second init drawn from model_seed: shrink-perturb before training (Ash & Adams's "
+                                 "code; warm-start --shrink-first sets it); 1 and 0: the plain init",
+                            valid="nonnegative")
+    init_perturb: float = _f(0.0, "the sigma of init_shrink's formula", valid="nonnegative")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: str = _f("160ep", "training length, e.g. '160ep' or '62560it'")
+    steps: str = _f("160ep", "training length, e.g. '160ep' or '62560it'; an epoch is a pass over the run's own "
+                             "training data (a --train-fraction or a warm-start first phase: that subset)")
     batch_size: int = _f(128, "examples per iteration", valid="count1")
     optimizer: str = _f("sgd", "sgd, adam, adamw (decoupled weight decay) or rmsprop", choices=OPTIMIZERS)
     lr: float = _f(0.1, "peak learning rate", valid="positive")
@@ -111,9 +125,10 @@ class TrainConfig:
     lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
                                     "(0.97 in Achille et al.)", valid="positive")
     warmup: str = _f("0it", "linear learning-rate warmup length")
-    until_train_acc: float = _f(0.0, "stop at the first evaluation step whose training accuracy (over the batches "
-                                     "since the previous evaluation) is at or above this, --steps being the cap "
-                                     "(Ash & Adams: 0.99); 0 = train the whole length", valid="proportion")
+    until_train_acc: float = _f(0.0, "stop at the end of the first pass over the run's training data (an epoch) "
+                                     "whose training accuracy, over that pass, is at or above this, --steps being "
+                                     "the cap (Ash & Adams's code: 0.99); 0 = train the whole length",
+                                valid="proportion")
     model_seed: int = _f(0, "seed of the initial weights", valid="count0")
     order_seed: int = _f(0, "seed of the data order", valid="count0")
     aug_seed: int = _f(0, "seed of the data augmentation", valid="count0")
@@ -240,14 +255,15 @@ class WarmConfig:
                             "transition: one phase moving from the subset to the full set, --transition-gamma; "
                             "stages: n stages of growing data, --stages x --stage-ratio)",
                     choices=STUDIES)
-    warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase",
-                              valid="fraction")
+    warm_fraction: float = _f(0.5, "warm start: fraction of the training set used in the first phase; --steps "
+                                   "(the first phase's length) counts epochs of that fraction", valid="fraction")
     warm_seed: int = _f(0, "warm start: seed of that subset", valid="count0")
     first_steps: str = _f("", "length study: first-phase lengths the second phase branches from, e.g. "
-                              "'0,5,10,25,50,100,350ep' (a bare number takes the unit written last), checkpoints "
-                              "of one first phase of --steps; empty: --steps")
-    optimizers: str = _f("", "warm start, any study: compare optimizers, one first phase each (in <kind>/), written "
-                             "KIND[:LR], e.g. 'sgd:0.01,adam:0.001' (LR default --lr); empty: --optimizer")
+                              "'0,5,10,25,50,100,350ep' (epochs of the first phase's subset; a bare number takes the "
+                              "unit written last), checkpoints of one first phase of --steps; empty: --steps")
+    optimizers: str = _f("", "warm start, any study: compare optimizers, one first phase each, written "
+                             "KIND[:LR[:MOMENTUM]], e.g. 'sgd:0.1:0,sgd:0.1:0.9,rmsprop:0.001' (LR default --lr; "
+                             "MOMENTUM for sgd and rmsprop, default --momentum, else 0); empty: --optimizer")
     first_lr: str = _f("", "lr study: first-phase learning rates, comma-separated (one first phase each; "
                            "empty: --lr)")
     second_steps: str = _f("160ep", "warm start: length of the second phase, on all the data")
@@ -267,15 +283,21 @@ class WarmConfig:
                              "the stages, 6 = fc; CIFAR ResNets: 1 = stem, 2-4, 5 = fc); empty: every j")
     widths: str = _f("", "size study: model widths (first-stage channels), comma-separated; empty: --width")
     depths: str = _f("", "size study: resnet18 blocks per stage (Berariu's d), comma-separated; empty: --blocks")
-    transition_gamma: str = _f("0.9,0.99,0.999", "transition study: the gammas swept; each example comes from the "
-                                                 "full set with probability 1 - gamma^(50 n / N) (n examples drawn "
-                                                 "before it, N the full set's size), else from the subset")
-    stages: str = _f("1,2,4", "stages study: the numbers of stages n swept; each stage trains --steps on growing "
-                              "data (Berariu A.3), then --second-steps on all of it")
+    transition_gamma: str = _f("0.9,0.97,0.99,0.999", "transition study: the gammas swept; each example of batch n "
+                                                      "comes from the full set with probability 1 - gamma^(50 n / N) "
+                                                      "(N the run's steps, --second-steps), else from the subset; p "
+                                                      "ends at 1 - gamma^50 (0.995, 0.78, 0.39, 0.05)")
+    stages: str = _f("1,2,4", "stages study: the numbers of stages n swept; stage i trains --steps in epochs of its "
+                              "own data D_i (so stage lengths are proportional to |D_i|, Berariu A.3), then "
+                              "--second-steps on all of it")
     stage_ratio: str = _f("0,0.5", "stages study: the ratios r swept: the share of the data drawn uniformly over "
                                    "all classes, spread over the stages; the rest arrives class group by group")
     stage_shrink: bool = _f(False, "stages study: shrink-perturb (the first --shrink and --perturb-sigma) at the "
                                    "start of every stage after the first and of the final one")
+    shrink_first: bool = _f(False, "shrink-perturb before the first phase too, as Ash & Adams's code does at every "
+                                   "round: each shrink-perturb arm (and --stage-shrink's run) gets a first phase of "
+                                   "its own from lam * theta0 + sigma * theta0' (the paper describes it between "
+                                   "phases only, the default)")
     last_evals: int = _f(10, "the papers' metric: mean test accuracy over each arm's last K evaluations (Berariu: "
                              "the last 100 epochs, i.e. 100 with --eval-every 1ep)", valid="count1")
     warm_bn_stats: str = _f("fresh", "BatchNorm running statistics the arms from the first phase's weights start "
@@ -422,7 +444,9 @@ STEP_LIST_FIELDS = ("lr_milestones", "save_at", "rewind_iter")
 # Fields added after archives were first made, left out of a trunk's identity while at their
 # defaults, so those archives keep their hash.
 LATER_FIELDS = (("train", "precision", "fp32"), ("model", "blocks", 0), ("train", "optimizer", "sgd"),
-                ("pretrain", "pretrain_optimizer", "same"), ("train", "until_train_acc", 0.0))
+                ("pretrain", "pretrain_optimizer", "same"), ("train", "until_train_acc", 0.0),
+                ("data", "holdout", ""), ("data", "train_fraction", 1.0), ("data", "fraction_seed", 0),
+                ("data", "normalize", "dataset"), ("model", "init_shrink", 1.0), ("model", "init_perturb", 0.0))
 # What is observed and kept, not what is trained: left out of the trunk's identity.
 OBSERVATION_FIELDS = ("eval_every", "log_every", "save_every", "save_at", "stats_every", "stats_until",
                       "fisher_every", "fisher_examples")
@@ -478,6 +502,9 @@ def _validate(config: Config) -> None:
                 steps.check(p, name)
         steps.check(parts[-1], name)
     _check_warm(config.warm)
+    from rewind.data.sources import holdout_fraction
+
+    holdout_fraction(config.data.holdout)
     if not steps.parse_list(config.imp.rewind_iter, 1):
         raise UserError("rewind_iter must name at least one iteration, e.g. '500' or '0,100,500'")
     if config.imp.control != "none" and config.imp.perturb != "none":
@@ -493,7 +520,7 @@ def _validate(config: Config) -> None:
         raise UserError(f"--pretrain {p.pretrain} needs a length above 0, got --pretrain-steps {p.pretrain_steps}: "
                         f"leave it out for the mode's default ({default}), or give one, e.g. 10ep")
     # The one-phase plasticity studies keep the init as their first phase: a trunk of 0 steps.
-    one_phase = config.warm.study in ("transition", "stages") and t.deficit.startswith("subset(")
+    one_phase = config.warm.study in ("transition", "stages")
     for name in ("steps", "second_steps"):
         if steps.parse(flat[name], 1, name) == 0 and not (name == "steps" and one_phase):
             raise UserError(f"{name} must be above 0 (a training length), got {flat[name]!r} "
@@ -521,17 +548,24 @@ def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, str
     return out
 
 
-def optimizer_list(text: str) -> list[tuple[str, float | None]]:
-    """'sgd:0.01,adam' -> [('sgd', 0.01), ('adam', None)]."""
+def optimizer_list(text: str) -> list[tuple[str, float | None, float | None]]:
+    """'sgd:0.1:0.9,adam' -> [('sgd', 0.1, 0.9), ('adam', None, None)]: KIND[:LR[:MOMENTUM]], the
+    momentum for the optimizers that take one (sgd, rmsprop)."""
     out = []
+    form = "write KIND[:LR[:MOMENTUM]], e.g. 'sgd:0.1:0,sgd:0.1:0.9,rmsprop:0.001'"
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
             continue
-        kind, _, lr = part.partition(":")
-        if kind not in OPTIMIZERS:
-            raise UserError(f"optimizers: {kind!r} is not one of {', '.join(OPTIMIZERS)}; write KIND[:LR], e.g. "
-                            "'sgd:0.01,adam:0.001'")
-        out.append((kind, numbers(lr, "optimizers' learning rates", strict=True)[0] if lr else None))
+        kind, lr, momentum, *rest = [*part.split(":"), "", ""]
+        if kind not in OPTIMIZERS or any(rest):
+            raise UserError(f"optimizers: {part!r} is not KIND[:LR[:MOMENTUM]] with KIND one of "
+                            f"{', '.join(OPTIMIZERS)}; {form}")
+        if momentum and kind not in OPTIMIZER_FIELDS["momentum"]:
+            raise UserError(f"optimizers: {part!r}: {kind} takes no momentum (sgd and rmsprop do); {form}")
+        m = numbers(momentum, "optimizers' momenta")[0] if momentum else None
+        if m is not None and m >= 1:
+            raise UserError(f"optimizers: {part!r}: a momentum must be in [0, 1); {form}")
+        out.append((kind, numbers(lr, "optimizers' learning rates", strict=True)[0] if lr else None, m))
     return out
 
 

@@ -104,8 +104,13 @@ def test_what_is_observed_does_not_change_the_trunk():
 
 
 def test_critical_period_recipe_is_achilles():
-    t = cfg.load("configs/critical_period_blur.toml").train
+    blur = cfg.load("configs/critical_period_blur.toml")
+    t = blur.train
     assert (t.lr, t.lr_epoch_decay, t.weight_decay, t.momentum, t.batch_size) == (0.075, 0.97, 5e-4, 0.9, 128)
+    # The network of their main blur figure, 160 epochs after removal; ResNet-18, their second, alike.
+    assert (blur.model.model, blur.critical.after) == ("allcnn", "160ep")
+    second = cfg.load("configs/critical_period_blur_resnet18.toml")
+    assert second.model.model == "resnet18" and second.with_values(model="allcnn") == blur
     from rewind.train.schedule import Plan
 
     plan = Plan.from_config(t, 50000)
@@ -166,9 +171,16 @@ def test_recipes_of_the_other_papers_match_their_protocols():
     assert (ash.model.model, ash.model.width, ash.train.optimizer, ash.train.lr, ash.data.augment) == (
         "resnet18", 16, "adam", 1e-3, False)
     assert ash.train.lr_milestones == "" and ash.train.weight_decay == 0.0
+    # Ash & Adams's code: fit on 2/3 of the training set, score the rest; inputs at mean and std 0.5;
+    # each phase until 99% training accuracy over a pass; their MLP with PyTorch's init.
+    assert (ash.data.holdout, ash.data.normalize, ash.train.until_train_acc) == ("1/3", "half", 0.99)
+    mlp = cfg.load("configs/mlp_cifar10_warmstart.toml")
+    assert (mlp.model.model, mlp.data.holdout, mlp.data.normalize, mlp.train.until_train_acc) == (
+        "mlp100-100", "1/3", "half", 0.99)
     berariu = cfg.load("configs/resnet18_cifar10_plasticity.toml")
     assert (berariu.model.width, berariu.train.optimizer, berariu.train.steps, berariu.warm.second_steps) == (
         None, "adam", "350ep", "500ep")
+    assert berariu.warm.last_evals == 100  # the mean test accuracy over the last 100 epochs
 
 
 def test_archives_made_before_the_renames_read_as_they_trained():

@@ -75,10 +75,22 @@ def count(name: str, **kw) -> int:
     ("wrn16-8", {}, 10_961_370),        # Zagoruyko & Komodakis 2016: 11.0M
     ("wrn28-10", {}, 36_479_194),       # Zagoruyko & Komodakis 2016: 36.5M
     ("lenet300-100", {"channels": 1, "size": 28}, 266_610),  # Frankle & Carbin 2019
+    ("mlp100-100", {}, 318_410),        # Ash & Adams's MLP: 3072*100+100 + 100*100+100 + 100*10+10
     ("allcnn", {}, 1_370_986),          # Springenberg et al. 2015: 1.3M (with BatchNorm in place of biases)
 ])
 def test_parameter_counts_are_the_published_ones(name, kw, published):
     assert count(name, **kw) == published
+
+
+def test_the_mlp_has_pytorch_s_init_and_lenet_openlth_s():
+    """Ash & Adams's MLP (PyTorch's default init): first layer U(-1/sqrt(3072), 1/sqrt(3072)), std 0.0104;
+    OpenLTH's kaiming normal gives lenet100-100 std sqrt(2/3072) = 0.0255."""
+    mlp, lenet = models.build("mlp100-100", seed=0), models.build("lenet100-100", seed=0)
+    bound = 1 / 3072 ** 0.5
+    assert mlp.fc_layers[0].weight.abs().max() <= bound
+    assert mlp.fc_layers[0].weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+    assert lenet.fc_layers[0].weight.std().item() == pytest.approx((2 / 3072) ** 0.5, rel=0.02)
+    assert models.head(mlp) == "fc" and mlp(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_resnet18_is_the_cifar_variant_with_configurable_stages():

@@ -86,13 +86,14 @@ def test_carried_optimizer_state_is_the_first_phase_s(tmp_path, cache):
     assert scratch == {}  # scratch starts with a fresh optimizer
 
 
-def test_until_train_acc_stops_at_the_first_evaluation_at_or_above_it(tmp_path, cache):
-    config = small(cache, until_train_acc=0.2, steps="16it")
+def test_until_train_acc_stops_after_the_first_pass_at_or_above_it(tmp_path, cache):
+    config = small(cache, until_train_acc=0.2, steps="24it", eval_every="3it")  # 8 iterations a pass
     result = train(config, tmp_path / "fit")
     metrics = pd.read_csv(tmp_path / "fit" / "trunk" / "metrics.csv")
     fit = metrics[metrics.split == "fit"]
-    assert fit.step.tolist() == list(range(2, result.end + 1, 2))  # one row per evaluation step after 0
-    assert (fit.acc.iloc[:-1] < 0.2).all() and fit.acc.iloc[-1] >= 0.2 and result.end < 16
+    assert fit.step.tolist() == list(range(8, result.end + 1, 8))  # one row per pass over the data
+    assert (fit.acc.iloc[:-1] < 0.2).all() and fit.acc.iloc[-1] >= 0.2 and result.end < 24
+    assert result.end in metrics[metrics.split == "test"].step.tolist()  # evaluated where it stops
     stage = runs.read(tmp_path / "fit").stage("trunk")
     assert max(stage.steps()) == result.end and metrics.step.max() == result.end
     assert runs.read(tmp_path / "fit").manifest.data["final_step"] == result.end
@@ -107,11 +108,14 @@ def test_until_train_acc_stops_at_the_first_evaluation_at_or_above_it(tmp_path, 
     assert again.end == result.end and again.resumed_from < result.end
     assert all(torch.equal(v, runs.read(tmp_path / "fit").stage("trunk").load(result.end).tensors[k])
                for k, v in weights.items())
-    # Never reached: the cap ends it, and the study's table says so.
+    # Never reached: the cap ends it, and the study's table says so. The first phase's fit is checked
+    # once per pass over its own half (128 examples: every 4 iterations, Ash & Adams's code).
     out = tmp_path / "ws"
     table = P.run(small(cache, until_train_acc=1.0, study="size"), out)
     assert table.stopped_at.tolist() == [6, 6] and table.reached_fit.tolist() == [False, False]
     assert table.first_stopped_at[0] == 8 and not table.first_reached_fit[0]
+    [first] = [pd.read_csv(f) for f in out.glob("*/trunk/metrics.csv")]
+    assert first[first.split == "fit"].step.tolist() == [4, 8]
 
 
 @pytest.mark.parametrize("model, blocks, groups", [("resnet18", 1, 6), ("resnet8", 0, 5)])
@@ -167,7 +171,7 @@ def test_reset_lr_and_size_studies_plan_their_arms(cache):
     assert len(size.arms) == 16 and len({a.branch for a in size.arms}) == 16
     # Optimizers compared: one first phase each (Berariu Fig. 2), each second phase with its own.
     opt = P.specs(small(cache, study="length", first_steps="0,4it", optimizers="sgd:0.05,adam:0.001"))
-    assert [s.folder for s in opt.settings] == ["sgd0.05", "adam0.001"]
+    assert [s.folder for s in opt.settings] == ["sgd0.05-m0", "adam0.001"]
     assert [(s.first.train.optimizer, s.first.train.lr) for s in opt.settings] == [("sgd", 0.05), ("adam", 0.001)]
     assert [(a.arm, a.values["optimizer"], a.second.train.optimizer) for a in opt.arms][2:] == [
         ("scratch", "sgd", "sgd"), ("warm", "adam", "adam"), ("warm", "adam", "adam"), ("scratch", "adam", "adam")]
@@ -189,36 +193,39 @@ def test_bad_study_settings_are_one_line(tmp_path, capsys, cache, args, message)
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_the_smooth_transition_draws_from_the_full_set_with_probability_p():
+def test_the_smooth_transition_follows_the_run_s_steps():
+    """Berariu et al. Fig. 3: p = 1 - gamma^(50 n / N), n the current step and N the run's total steps."""
     from rewind.data.loader import DeviceLoader
-    from rewind.data.phases import Phase, PhaseSchedule, transition_choice, transition_probability
+    from rewind.data.phases import Phase, PhaseSchedule, transition_draw, transition_probability
 
-    gamma, n_examples, batch = 0.9, 400, 50
-    phase = Phase("transition", 0, None, {"gamma": gamma, "fraction": 0.25}, seed=3)
-    # Many steps at three points of the transition: the share from the full set is p within 4 standard errors.
-    for epoch_point in (0.0, 0.02, 0.08):
-        step = int(epoch_point * n_examples / batch)
-        p = transition_probability(gamma, step * batch + torch.arange(batch), n_examples)
-        draws = torch.stack([transition_choice(Phase("transition", 0, None, {"gamma": gamma}, seed=s), step, batch,
-                                               n_examples, batch) for s in range(400)]).double()
-        expected, se = p.mean(), (p * (1 - p)).mean().sqrt() / (400 * batch) ** 0.5
-        assert abs(draws.mean() - expected) <= 4 * se + 1e-12, (epoch_point, draws.mean(), expected)
-    assert transition_probability(gamma, 0, n_examples) == 0.0  # the first example is the subset's
-    assert transition_probability(gamma, n_examples, n_examples) == pytest.approx(1 - gamma ** 50)
-    # In real batches: subset slots hold subset examples, full slots follow the full loader's order.
+    ipe, epochs = 391, 500  # the paper's run: 500 epochs' worth of steps
+    p = [float(transition_probability(0.99, e * ipe, epochs * ipe)) for e in (1, 10, 100, 500)]
+    assert p == pytest.approx([0.0010, 0.0100, 0.0956, 0.3950], abs=5e-4)
+    assert transition_probability(0.99, 0, 1000) == 0.0
+    # Each example drawn on its own: from the full set with probability p, else from the subset; full batches.
+    n_examples, batch, total = 400, 50, 100
     images = torch.zeros(n_examples, 3, 4, 4, dtype=torch.uint8)
     labels = torch.arange(n_examples) % 10
     loader = DeviceLoader(images, labels, batch, 0, 0, augmentation="none", mean=(0,) * 3, std=(1,) * 3)
+    phase = Phase("transition", 0, total, {"gamma": 0.9, "fraction": 0.25}, seed=3)
     schedule = PhaseSchedule([phase])
-    subset = set(schedule.subset_indices(Phase("subset", 0, None, {"fraction": 0.25}, 3), loader).tolist())
+    subset = schedule.subset_indices(Phase("subset", 0, None, {"fraction": 0.25}, 3), loader)
     assert len(subset) == 100
-    for t in (0, 3, 30):
-        idx, take = schedule.examples(loader, t), transition_choice(phase, t, batch, n_examples, batch)
-        assert all(i in subset for i in idx[~take].tolist())
-        assert torch.equal(idx[take], loader.indices(t)[take])
+    for t in (0, 10, 60):
+        takes = torch.stack([transition_draw(Phase("transition", 0, total, {"gamma": 0.9}, seed=s), t, batch,
+                                             n_examples, subset)[1] for s in range(200)]).double()
+        expected = float(transition_probability(0.9, t, total))
+        se = (expected * (1 - expected) / takes.numel()) ** 0.5
+        assert abs(takes.mean() - expected) <= 4 * se + 1e-12, (t, takes.mean(), expected)
+        idx, take = transition_draw(phase, t, batch, n_examples, subset)
+        assert torch.equal(schedule.examples(loader, t), idx) and len(idx) == batch
+        assert set(idx[~take].tolist()) <= set(subset.tolist())
         assert torch.equal(schedule.batch(loader, t)[1], labels[idx])
-    late = torch.cat([transition_choice(phase, t, batch, n_examples, batch) for t in range(40, 60)])
-    assert late.all()  # after 5 epochs p = 1 - 0.9^250: the full set only
+    # Not a permutation: the subset's 100 examples, drawn 50 at a time with replacement, repeat within a batch.
+    early = [transition_draw(phase, t, batch, n_examples, subset)[0] for t in range(5)]
+    assert any(len(set(i.tolist())) < batch for i in early)
+    with pytest.raises(UserError, match="needs a window with an end"):
+        Phase("transition", 0, None, {"gamma": 0.9})
 
 
 def test_transition_study_is_one_phase_from_the_init(tmp_path, cache):

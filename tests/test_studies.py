@@ -358,8 +358,8 @@ def test_warm_start_arms_share_the_first_phase(tmp_path, cache):
     r20 = tiny_config(model="resnet20")
     assert warm.layers_to_reset(r20, models.build("resnet20", 16, 10, seed=0)) == ["blocks.6", "blocks.7", "blocks.8",
                                                                                    "fc"]
-    trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["train"]
-    assert trunk_config["deficit"] == "subset(fraction=0.5,seed=0):0it-"  # the first phase saw half the data
+    trunk_config = json.loads((tmp_path / "ws" / "manifest.json").read_text())["config"]["data"]
+    assert trunk_config["train_fraction"] == 0.5  # the first phase saw half the data
 
 
 def test_parallel_warm_start_arms_match_sequential_ones(tmp_path, cache, monkeypatch):

@@ -158,11 +158,14 @@ def _plot_length(path: Path, df: pd.DataFrame, plan) -> None:
     """Berariu Fig. 2: accuracy after the second phase against the first phase's length."""
     fig = figure()
     ax = fig.subplots()
-    if "optimizer" in df:  # one line per optimizer, its scratch arm dashed in the same colour
-        for i, (kind, group) in enumerate(df.groupby("optimizer", sort=False)):
+    if "optimizer" in df:  # one line per optimizer setting, its scratch arm dashed in the same colour
+        keys = [k for k in ("optimizer", "optimizer_lr", "optimizer_momentum") if k in df]
+        for i, (key, group) in enumerate(df.groupby(keys, sort=False, dropna=False)):
             warm = group[group.arm == "warm"].sort_values("first_steps")
+            momentum = key[2] if len(key) > 2 and key[2] == key[2] else None  # NaN: the optimizer takes none
+            label = f"{key[0]}, lr {key[1]:g}" + ("" if momentum is None else f", momentum {momentum:g}")
             ax.errorbar(warm.first_epochs, 100 * warm[Y], yerr=_err(warm), marker="o", capsize=3, color=f"C{i}",
-                        label=f"{kind}, lr {warm.optimizer_lr.iloc[0]:g}")
+                        label=label)
             for _, row in group[group.arm == "scratch"].iterrows():
                 ax.axhline(100 * row[Y], color=f"C{i}", linestyle="--", linewidth=1)
     else:
@@ -171,7 +174,7 @@ def _plot_length(path: Path, df: pd.DataFrame, plan) -> None:
                     label=f"warm start ({plan.settings[0].config.train.optimizer})")
         _scratch_line(ax, df)
     ax.set_xscale("symlog", linthresh=1)
-    _finish(ax, fig, path, "first-phase length (epochs of the full training set)", _title(plan, "length"))
+    _finish(ax, fig, path, "first-phase length (epochs of the first phase's subset)", _title(plan, "length"))
 
 
 def _plot_reset(path: Path, df: pd.DataFrame, plan) -> None:
@@ -230,14 +233,18 @@ def _plot_size(path: Path, df: pd.DataFrame, plan) -> None:
 
 
 def _plot_transition(path: Path, df: pd.DataFrame, plan) -> None:
-    """Berariu Fig. 3: accuracy against gamma, the speed of the smooth transition from the subset."""
+    """Berariu Fig. 3: accuracy against the speed of the smooth transition from the subset, drawn as
+    what gamma means: p at the end of the run, 1 - gamma^50, each point labelled with its gamma."""
     fig = figure()
     ax = fig.subplots()
-    arms = df[df.arm == "transition"].sort_values("gamma")
-    ax.errorbar(arms.gamma, 100 * arms[Y], yerr=_err(arms), marker="o", capsize=3, label="smooth transition")
+    arms = df[df.arm == "transition"].sort_values("gamma", ascending=False)
+    p_end = 1 - arms.gamma ** 50
+    ax.errorbar(p_end, 100 * arms[Y], yerr=_err(arms), marker="o", capsize=3, label="smooth transition")
+    for x, y, g in zip(p_end, 100 * arms[Y], arms.gamma):
+        ax.annotate(f"gamma {g:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     _scratch_line(ax, df)
-    ax.set_xscale("logit") if arms.gamma.between(0, 1, inclusive="neither").all() else None
-    _finish(ax, fig, path, "gamma (p = 1 - gamma^(50 n / N))", _title(plan, "smooth transition"))
+    _finish(ax, fig, path, "p at the end of the run, 1 - gamma^50 (p = 1 - gamma^(50 n / N) at step n of N)",
+            _title(plan, "smooth transition"))
 
 
 def _plot_stages(path: Path, df: pd.DataFrame, plan) -> None:

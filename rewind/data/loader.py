@@ -153,14 +153,20 @@ class DeviceLoader:
     def raw_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(uint8 images after crop and flip, labels, example indices) for this iteration."""
         idx = self.indices(iteration)
+        x, y = self.gather(idx, iteration // self.iterations_per_epoch)
+        return x, y, idx
+
+    def gather(self, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images after this epoch's crop and flip, labels) of the examples `idx` (on the device)."""
         if not self.augment:
-            return self.images[idx], self.labels[idx], idx
+            return self.images[idx], self.labels[idx]
+        self._plan(epoch)
         oy, ox = self._offsets[idx, 0], self._offsets[idx, 1]
         rows = oy[:, None] + self._rows
         cols = ox[:, None] + torch.where(self._flips[idx, None], self.w - 1 - self._cols, self._cols)
         x = self.images[idx[:, None, None, None], self._chan[None, :, None, None],
                         rows[:, None, :, None], cols[:, None, None, :]]
-        return x, self.labels[idx], idx
+        return x, self.labels[idx]
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = self.raw_batch(iteration)

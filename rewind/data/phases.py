@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from rewind import seeds, steps
 from rewind.data.loader import DeviceLoader
+from rewind.data import sources
+from rewind.data.sources import subset_size  # noqa: F401  (re-exported: pre-training sizes its subset)
 from rewind.errors import UserError
 
 # Each kind with its parameters and their defaults; kinds in SEEDED also take `seed` (default 0).
@@ -92,6 +94,9 @@ def _problem(kind: str, params: dict, start: int, end: int | None) -> str | None
         return f"blur size must be a whole number of pixels >= 1, not {size!r}"
     if not 0.0 <= params.get("gamma", 0.5) <= 1.0:
         return f"transition gamma must be in [0, 1], not {params['gamma']!r}"
+    if kind == "transition" and end is None:
+        return "a transition needs a window with an end, e.g. 'transition:0it-5000it': its length is the N of " \
+               "p = 1 - gamma^(50 n / N)"
     if kind == "stage":
         n, index, ratio = params.get("n", 1), params.get("index", 1), params.get("ratio", 0.0)
         if not (isinstance(n, int) and isinstance(index, int) and 1 <= index <= n):
@@ -243,24 +248,21 @@ class PhaseSchedule:
         return x, y, idx, t // src.iterations_per_epoch
 
     def _transition(self, loader: DeviceLoader, on: dict[str, Phase], iteration: int, position: int):
-        """Berariu et al.'s smooth transition: each example of the batch comes from the full set with
-        probability p(n) (`transition_probability`), else from the subset: slot b takes the full
-        loader's example b of this step, or the subset loader's (its own epochs, counted from the
-        phase start). Near an epoch's end, where one of the two batches is short, both are cut to
-        the shorter."""
+        """Berariu et al.'s smooth transition (their Fig. 3 and A.2): each example of the batch is drawn
+        on its own ("not a permutation"), from the full set with probability p = 1 - gamma^(50 n / N)
+        (n the phase's step, N its length: `transition_probability`), else from the first phase's
+        subset, uniformly and with replacement, so every batch is full (`transition_draw`). Each
+        example is cropped and flipped as the loader does it in epoch n // (iterations per epoch)."""
         phase = on["transition"]
         augment = loader.augment and "no-augmentation" not in on
-        full = loader if augment == loader.augment else self._loader(loader, None, augment)
-        subset = Phase("subset", phase.start, phase.end, {"fraction": phase.params["fraction"]}, phase.seed)
-        sub = self._loader(loader, subset, augment)
+        src = loader if augment == loader.augment else self._loader(loader, None, augment)
+        subset = self.subset_indices(Phase("subset", phase.start, phase.end, {"fraction": phase.params["fraction"]},
+                                           phase.seed), loader)
         t = iteration - phase.start
-        xf, yf, idf = full.raw_batch(position)
-        xs, ys, ids = sub.raw_batch(t)
-        m = min(len(yf), len(ys))
-        ids = self.subset_indices(subset, loader)[ids[:m]]
-        take = transition_choice(phase, t, m, loader.n, loader.batch_size).to(loader.device)
-        x = torch.where(take[:, None, None, None], xf[:m], xs[:m])
-        return x, torch.where(take, yf[:m], ys[:m]), torch.where(take, idf[:m], ids), t // sub.iterations_per_epoch
+        idx, _ = transition_draw(phase, t, loader.batch_size, loader.n, subset)
+        epoch = t // loader.iterations_per_epoch
+        x, y = src.gather(idx, epoch)
+        return x, y, idx, epoch
 
     def examples(self, loader: DeviceLoader, iteration: int, position: int | None = None) -> torch.Tensor:
         """The training-set indices of the examples in the batch of `iteration`."""
@@ -301,9 +303,7 @@ class PhaseSchedule:
             parts = stage_parts(loader.labels.cpu(), self.num_classes, p["n"], p["ratio"], phase.seed)
             self._cache[key] = torch.cat(parts[:p["index"]]).sort().values.to(loader.device)
         if key not in self._cache:
-            k = subset_size(phase.params["fraction"], loader.n)
-            perm = torch.randperm(loader.n, generator=seeds.generator(phase.seed, "phase-subset"))
-            self._cache[key] = perm[:k].sort().values.to(loader.device)
+            self._cache[key] = sources.subset_indices(loader.n, phase.params["fraction"], phase.seed).to(loader.device)
         return self._cache[key]
 
     def _table(self, phase: Phase, draw, epoch: int | None = None) -> torch.Tensor:
@@ -330,21 +330,29 @@ class PhaseSchedule:
         return (z - loader.normalize.shift) / loader.normalize.scale
 
 
-def transition_probability(gamma: float, drawn: torch.Tensor | int, examples: int) -> torch.Tensor:
-    """p = 1 - gamma^(50 n / N): the probability that the example drawn after n others (counted from
-    the phase start) comes from the full set of N examples rather than from the subset (Berariu et
-    al. 2021, A.2; n read as examples drawn, N as the full set's size: the exponent is 50 per epoch)."""
-    n = torch.as_tensor(drawn, dtype=torch.float64)
-    return 1.0 - torch.as_tensor(gamma, dtype=torch.float64) ** (50.0 * n / examples)
+def transition_probability(gamma: float, step: torch.Tensor | int, steps: int) -> torch.Tensor:
+    """p = 1 - gamma^(50 n / N): the probability that an example of the transition's batch `step` = n
+    (counted from its start) comes from the full set rather than from the subset, N = `steps` being
+    the transition's length, the whole run (Berariu et al. 2021, Fig. 3: "n is the current step and
+    N the total number of steps"); p reaches 1 - gamma^50 at the end."""
+    n = torch.as_tensor(step, dtype=torch.float64)
+    return 1.0 - torch.as_tensor(gamma, dtype=torch.float64) ** (50.0 * n / steps)
 
 
-def transition_choice(phase: Phase, step: int, size: int, examples: int, batch_size: int) -> torch.Tensor:
-    """Which of the `size` slots of the phase's batch `step` (counted from its start) take the full
-    set's example: slot b with probability p(step * batch_size + b), from a stream keyed by the seed
-    and the step."""
-    drawn = step * batch_size + torch.arange(size)
-    u = torch.rand(size, generator=seeds.generator(phase.seed, "transition", step), dtype=torch.float64)
-    return u < transition_probability(phase.params["gamma"], drawn, examples)
+def transition_draw(phase: Phase, step: int, size: int, examples: int, subset: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(example indices, from-the-full-set flags) of the `size` examples of the transition's batch
+    `step`: each from the full set of `examples` with probability p (`transition_probability`),
+    else from `subset` (indices into the full set), each uniformly and with replacement; drawn on
+    the CPU from a stream keyed by the seed and the step, then moved to the subset's device."""
+    g = seeds.generator(phase.seed, "transition", step)
+    u = torch.rand(size, generator=g, dtype=torch.float64)
+    take = u < transition_probability(phase.params["gamma"], step, phase.end - phase.start)
+    full = torch.randint(0, examples, (size,), generator=g)
+    position = torch.randint(0, len(subset), (size,), generator=g)
+    device = subset.device
+    take, full, position = (v.to(device, non_blocking=True) for v in (take, full, position))
+    return torch.where(take, full, subset[position]), take
 
 
 def stage_split(labels: torch.Tensor, num_classes: int, n: int, ratio: float, seed: int
@@ -368,11 +376,6 @@ def stage_parts(labels: torch.Tensor, num_classes: int, n: int, ratio: float, se
     outside[torch.cat(uniform)] = False
     return [torch.cat([u, torch.nonzero(outside & torch.isin(labels, c)).flatten()]).sort().values
             for u, c in zip(uniform, classes)]
-
-
-def subset_size(fraction: float, examples: int) -> int:
-    """How many of `examples` a `subset` phase of this fraction keeps."""
-    return max(1, round(fraction * examples))
 
 
 def blur(x: torch.Tensor, size: int = 8) -> torch.Tensor:

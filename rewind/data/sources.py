@@ -23,6 +23,7 @@ import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,9 @@ CACHE_VERSION = 1
 # A dataset's default training augmentation: random crop after zero padding by 4, with or
 # without a random horizontal flip (`loader.DeviceLoader`).
 AUGMENTATIONS = ("none", "crop", "crop+flip")
+# How inputs are normalised: with the dataset's own mean and std, or with mean and std 0.5 in
+# every channel (Ash & Adams's code: transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))).
+NORMALIZATIONS = ("dataset", "half")
 
 
 @dataclass(frozen=True)
@@ -133,41 +137,96 @@ def is_named(source: str) -> bool:
 
 
 def load(source: str, data_dir: str | Path, train_examples: int = 0, test_examples: int = 0,
-         subset_seed: int = 0) -> Dataset:
-    """The dataset named by `source`, with the configured seeded subsets applied.
+         subset_seed: int = 0, holdout: str = "", fraction: float = 1.0, fraction_seed: int = 0,
+         normalize: str = "dataset") -> Dataset:
+    """The dataset named by `source`, as a run sees it: the seeded `train_examples` subset of the
+    training set; with `holdout` (e.g. '1/3') that part of it held out and scored as the test split
+    in place of the official test set; `test_examples` of the test split; a seeded `fraction` of
+    what is left to train on (its epochs are its own: `train_size` counts it); and `normalize`
+    ('half': mean and std 0.5 per channel instead of the dataset's own).
 
-    One object per process while the source is unchanged (its tensors are never written), so
-    every Setup of a study shares one dataset, and one copy of it on the device."""
+    One object per process while the source, the subsets and the holdout are unchanged (its tensors
+    are never written), so every Setup of a study shares one dataset, and one copy of it on the
+    device; a `fraction` is a new view (and device copy) per call."""
     root = Path(data_dir).expanduser()
     stand_ins = [name for name in SPECS if name != "cifar10"]  # plain `synthetic` is CIFAR-10's
     if source.startswith("synthetic:") and source.removeprefix("synthetic:") not in stand_ins:
         raise UserError(f"unknown synthetic dataset {source!r}: use synthetic (CIFAR-10-shaped) or "
                         f"{', '.join('synthetic:' + name for name in stand_ins)}")
     if is_named(source):
-        return _load(source, root, source, train_examples, test_examples, subset_seed)
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise UserError(
-            f"dataset {source!r} not found: pass --data cifar10 | cifar100 | mnist | svhn (torchvision downloads "
-            "them), --data synthetic[:NAME], or --data PATH to an image-folder tree or .tar.gz with train/<class>/ "
-            "and test/<class>/"
-        )
-    # The fingerprint (sizes and times of the files) in the key: a changed folder is read again.
-    return _load(source, root, f"{path.name}-{_fingerprint(path)}", train_examples, test_examples, subset_seed)
+        key = source
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise UserError(
+                f"dataset {source!r} not found: pass --data cifar10 | cifar100 | mnist | svhn (torchvision downloads "
+                "them), --data synthetic[:NAME], or --data PATH to an image-folder tree or .tar.gz with train/<class>/ "
+                "and test/<class>/"
+            )
+        # The fingerprint (sizes and times of the files) in the key: a changed folder is read again.
+        key = f"{path.name}-{_fingerprint(path)}"
+    data = _load(source, root, key, train_examples, test_examples, subset_seed, holdout)
+    if fraction < 1.0:
+        keep = subset_indices(len(data.train_y), fraction, fraction_seed)
+        data = dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
+    if normalize == "half":
+        data = dataclasses.replace(data, mean=(0.5,) * data.in_channels, std=(0.5,) * data.in_channels)
+    return data
+
+
+def subset_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """The sorted indices of a seeded `fraction` of `n` examples (`subset_size` of them): the same
+    seed gives nested subsets. A run's `fraction` and a `subset` data phase draw alike."""
+    perm = torch.randperm(n, generator=seeds.generator(seed, "phase-subset"))
+    return perm[:subset_size(fraction, n)].sort().values
+
+
+def subset_size(fraction: float, examples: int) -> int:
+    """How many of `examples` a seeded fraction keeps."""
+    return max(1, round(fraction * examples))
+
+
+def holdout_fraction(text: str) -> Fraction | None:
+    """'1/3' or '0.2' -> the fraction of the training set held out; '' -> None (no holdout)."""
+    text = str(text).strip()
+    if not text:
+        return None
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        value = None
+    if value is None or not 0 < value < 1:
+        raise UserError(f"holdout must be a fraction in (0, 1) of the training set, written e.g. '1/3' or 0.2; "
+                        f"got {text!r}")
+    return value
+
+
+def fit_size(n: int, holdout: str) -> int:
+    """How many of `n` training examples are left to fit once `holdout` is held out: floor(n (1 - h)),
+    as Ash & Adams's code keeps int(len * 2/3) of CIFAR-10's 50,000 (33,333)."""
+    h = holdout_fraction(holdout)
+    return n if h is None else int(n * (1 - h))
 
 
 # Training-set sizes of the torchvision datasets, for plans made before (or without) a download.
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "svhn": 73_257}
 
 
-def train_size(source: str, train_examples: int = 0) -> int:
+def train_size(source: str, train_examples: int = 0, holdout: str = "", fraction: float = 1.0) -> int:
     """How many training examples a run on `source` uses, read without decoding or downloading
-    anything (a plan's epochs in iterations): the subset size, a named dataset's size, or the
-    number of images under train/<class>/ in an image folder or archive."""
+    anything (a plan's epochs in iterations): the subset, less the holdout, times the fraction
+    (as `load` draws them)."""
+    n = fit_size(_source_size(source, train_examples), holdout)
+    return subset_size(fraction, n) if fraction < 1.0 else n
+
+
+def _source_size(source: str, train_examples: int = 0) -> int:
+    """The size of the training set before a holdout: the subset size, a named dataset's size, or
+    the number of images under train/<class>/ in an image folder or archive."""
     if source == "synthetic" or source.startswith("synthetic:"):
         return train_examples or 5000
     if train_examples:  # a subset, never more than the whole set
-        return min(train_examples, train_size(source))
+        return min(train_examples, _source_size(source))
     if source in TRAIN_SIZES:
         return TRAIN_SIZES[source]
     path = Path(source).expanduser()
@@ -196,19 +255,23 @@ def _split_of(rel: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(source: str, root: Path, key: str, train_examples: int, test_examples: int, subset_seed: int) -> Dataset:
+def _load(source: str, root: Path, key: str, train_examples: int, test_examples: int, subset_seed: int,
+          holdout: str = "") -> Dataset:
     if source == "synthetic" or source.startswith("synthetic:"):
         like = source.partition(":")[2] or "cifar10"
-        return synthetic(train_examples or 5000, test_examples or 1000, like=like)
+        data = synthetic(train_examples or 5000, test_examples or 1000, like=like)
+        return _subset(data, 0, test_examples, subset_seed, holdout)  # drawn at its sizes: only the holdout
     if source in SPECS:
         data = _described(_cached(root, key, lambda: _torchvision(source, root)), source, SPECS[source])
     else:
         data = _described(_cached(root, key, lambda: _image_folder(Path(source).expanduser())), "folder",
                           SPECS["cifar10"])
-    return _subset(data, train_examples, test_examples, subset_seed)
+    return _subset(data, train_examples, test_examples, subset_seed, holdout)
 
 
-def _subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
+def _subset(data: Dataset, n_train: int, n_test: int, seed: int, holdout: str = "") -> Dataset:
+    """The seeded `n_train` of the training set; with `holdout`, its held-out part (drawn from
+    (seed, 'holdout')) becomes the test split; then the seeded `n_test` of the test split."""
     def pick(x, y, n, tag):
         if not n or n >= len(y):
             return x, y
@@ -216,7 +279,13 @@ def _subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
         return x[idx], y[idx]
 
     train_x, train_y = pick(data.train_x, data.train_y, n_train, "train-subset")
-    test_x, test_y = pick(data.test_x, data.test_y, n_test, "test-subset")
+    test_x, test_y = data.test_x, data.test_y
+    if holdout_fraction(holdout) is not None:
+        order = torch.randperm(len(train_y), generator=seeds.generator(seed, "holdout"))
+        k = fit_size(len(train_y), holdout)
+        fit, held = order[:k].sort().values, order[k:].sort().values
+        test_x, test_y, train_x, train_y = train_x[held], train_y[held], train_x[fit], train_y[fit]
+    test_x, test_y = pick(test_x, test_y, n_test, "test-subset")
     return dataclasses.replace(data, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
 
 
@@ -375,4 +444,5 @@ def synthetic(n_train: int = 5000, n_test: int = 1000, num_classes: int | None =
     return _described(parts, "synthetic" if like == "cifar10" else f"synthetic:{like}", spec)
 
 
-__all__ = ["AUGMENTATIONS", "SPECS", "Dataset", "Spec", "is_named", "load", "synthetic"]
+__all__ = ["AUGMENTATIONS", "NORMALIZATIONS", "SPECS", "Dataset", "Spec", "is_named", "load", "subset_indices",
+           "subset_size", "synthetic"]

@@ -8,6 +8,7 @@
 | `vgg11/13/16/19` | CIFAR VGG with BatchNorm (OpenLTH `cifar_vgg_<D>`) | first conv (64) | OpenLTH |
 | `wrn<d>-<k>` | wide ResNet, d = 6n+4 (Zagoruyko & Komodakis) | k, in the name | kaiming, BN 1/0 |
 | `lenet<h1>-<h2>...` | fully connected (OpenLTH `mnist_lenet_<h1>_<h2>`) | hidden sizes, in the name | OpenLTH |
+| `mlp<h1>-<h2>...` | the same network (Ash & Adams's MLP: mlp100-100) | hidden sizes, in the name | PyTorch |
 | `allcnn` | All-CNN-C with BatchNorm (Springenberg et al.) | first conv (96) | kaiming, BN 1/0 |
 """
 
@@ -31,7 +32,7 @@ from rewind.models.vgg import VGG
 from rewind.models.wrn import WideResNet
 
 NAMES = "resnet<6n+2> (resnet20, resnet56, ...), resnet18, vgg11, vgg13, vgg16, vgg19, wrn<6n+4>-<k> (wrn16-8), " \
-        "lenet<h1>-<h2>... (lenet300-100), allcnn"
+        "lenet<h1>-<h2>... (lenet300-100), mlp<h1>-<h2>... (mlp100-100), allcnn"
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ def spec(name: str) -> Spec:
     if (m := re.fullmatch(r"wrn(\d+)-(\d+)", name)) and int(m[1]) >= 10 and (int(m[1]) - 4) % 6 == 0 and int(m[2]) >= 1:
         depth, k = int(m[1]), int(m[2])
         return Spec(name, 0, False, lambda w, b, c, i, s: WideResNet(depth, k, c, i), init.kaiming_unit_bn)
-    if (m := re.fullmatch(r"lenet(\d+(?:-\d+)*)", name)) and all(int(h) > 0 for h in m[1].split("-")):
-        hidden = [int(h) for h in m[1].split("-")]
-        return Spec(name, 0, False, lambda w, b, c, i, s: MLP(hidden, i * s * s, c), init.openlth)
+    if (m := re.fullmatch(r"(lenet|mlp)(\d+(?:-\d+)*)", name)) and all(int(h) > 0 for h in m[2].split("-")):
+        hidden = [int(h) for h in m[2].split("-")]
+        initialise = init.openlth if m[1] == "lenet" else init.pytorch_default  # mlp: Ash & Adams's code
+        return Spec(name, 0, False, lambda w, b, c, i, s: MLP(hidden, i * s * s, c), initialise)
     if name == "allcnn":
         return Spec(name, 96, False, lambda w, b, c, i, s: AllCNN(w, c, i), init.kaiming_unit_bn)
     raise UserError(f"unknown model {name!r}; models: {NAMES}")

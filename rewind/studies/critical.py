@@ -34,7 +34,6 @@ from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
-from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
@@ -161,7 +160,7 @@ def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     jobs = []
     for i in range(r):
         c, root = cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}"
-        size = train_size(c.data.source, c.data.train_examples)
+        size = trunk.train_count(c)
         lay = layout(c, root, size)
         prefix = "" if r == 1 else f"rep-{i:02d}/"
         starts = [a.start for a in lay.arms]

@@ -21,7 +21,6 @@ from rewind import launch, seeds, steps
 from rewind.archive import run as runs
 from rewind.archive.checkpoints import sha256
 from rewind.archive.run import Run, open_run
-from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.prune import magnitude
 from rewind.prune.perturb import perturb
@@ -101,7 +100,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
             ks = rewind_points(c, ipe, total)
             _check_held(c, root, ks)
         else:
-            size = train_size(c.data.source, c.data.train_examples)
+            size = trunk.train_count(c)
             tplan = Plan.from_config(c.train, size, offset=schedule_offset(c, size))
             ipe, total = tplan.iterations_per_epoch, tplan.total
             ks = rewind_points(c, ipe, total)
@@ -151,7 +150,7 @@ def trunk_description(c: cfg.Config, size: int, extra: list[int] = ()) -> str:
 
 def trunk_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """`rewind train` as a plan: one job, the trunk."""
-    size = train_size(config.data.source, config.data.train_examples)
+    size = trunk.train_count(config)
     job = launch.Job("trunk", str(out), trunk_description(config, size), {"kind": "trunk", "replicate": 0,
                                                                            "root": str(out)})
     return launch.Plan("rewind.studies.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
@@ -162,7 +161,7 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
     c = cfg.replicate(cfg.from_sections(plan.config), job.args["replicate"])
     root = Path(job.args["root"])
     if job.args["kind"] == "trunk":
-        size = train_size(c.data.source, c.data.train_examples)
+        size = trunk.train_count(c)
         tplan = Plan.from_config(c.train, size, offset=schedule_offset(c, size))
         extra = () if plan.summary.get("trunk_only") else tuple(rewind_points(c, tplan.iterations_per_epoch,
                                                                                 tplan.total))

@@ -2,7 +2,7 @@
 the data hurt, and what undoes it?
 
 Every study has one shape. A first phase (the trunk) trains on a seeded subset of the training set
-(`--warm-fraction`); arms are branches under its archive that train the second phase on all the data,
+(`--warm-fraction`; its epochs are passes over that subset); arms are branches under its archive that train the second phase on all the data,
 with a fresh optimizer (or the first phase's state, `--optimizer-state carry`) and a fresh
 learning-rate schedule, starting from one of its checkpoints:
 
@@ -13,7 +13,10 @@ learning-rate schedule, starting from one of its checkpoints:
   once per setting (its identity is the second phase alone, so every arm of a setting shares it).
 
 The arms from the trunk's weights start with a fresh network's BatchNorm running statistics, as
-Ash & Adams's code does (`--warm-bn-stats fresh`), or with the trunk's (`trained`).
+Ash & Adams's code does (`--warm-bn-stats fresh`), or with the trunk's (`trained`). With
+`--shrink-first` (their code's behaviour) each shrink-perturb arm has a first phase of its own that
+starts from a shrunk and perturbed init. An SGD given without a momentum trains with momentum 0
+here (`WARM_SGD_MOMENTUM`).
 
 `--study` picks what is swept (`STUDIES`); `specs` turns a config into the trunks (`Setting`) and the
 arms (`ArmSpec`) as plain specs, `train_setting` / `train_arms` train them (a branch already complete
@@ -39,9 +42,10 @@ import torch
 from rewind import config as cfg
 from rewind import launch, models, seeds, steps
 from rewind.studies import imp
+from rewind.studies.warm_phases import (WARM_SGD_MOMENTUM, first_phase, optimizer_values, second_phase,  # noqa: F401
+                                        sgd_momentum, stage_ends, stages, transition)
 from rewind.archive import run as runs
 from rewind.archive.run import open_run
-from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
@@ -98,27 +102,12 @@ class StudyPlan:
     arms: list[ArmSpec] = field(default_factory=list)
 
 
-def first_phase(config: cfg.Config) -> cfg.Config:
-    """The first phase: the config's training on the seeded subset."""
-    w = config.warm
-    return config.with_values(deficit=f"subset(fraction={w.warm_fraction},seed={w.warm_seed}):0it-")
-
-
-def second_phase(config: cfg.Config, lr: float | None = None) -> cfg.Config:
-    """The second phase: `second_steps` on all the data, with its optimizer and learning rate."""
-    w = config.warm
-    kind = config.train.optimizer if w.second_optimizer == "same" else w.second_optimizer
-    lrs = cfg.numbers(w.second_lr, "second_lr")
-    return config.with_values(steps=w.second_steps).with_optimizer(kind, lr or (lrs[0] if lrs else None))
-
-
 def settings(config: cfg.Config) -> list[Setting]:
     """The study's first phases: one per first-phase learning rate (lr), model size (size) and replicate."""
     w, study = config.warm, config.warm.study
     axes: list[list[dict[str, Any]]] = []
     if w.optimizers:
-        axes.append([{"optimizer": kind, "optimizer_lr": lr or config.train.lr}
-                     for kind, lr in cfg.optimizer_list(w.optimizers)])
+        axes.append(optimizer_values(config))
     if study == "lr":
         axes.append([{"first_lr": lr} for lr in cfg.numbers(w.first_lr, "first_lr") or [config.train.lr]])
     if study == "size":
@@ -139,11 +128,14 @@ def settings(config: cfg.Config) -> list[Setting]:
         c = cfg.replicate(config, values.get("replicate", 0))
         if "optimizer" in values:
             c = c.with_optimizer(values["optimizer"], values["optimizer_lr"])
+            if values["optimizer_momentum"] is not None:
+                c = c.with_values(momentum=values["optimizer_momentum"])
         if "first_lr" in values:
             c = c.with_values(lr=values["first_lr"])
         if "width" in values:
             c = c.with_values(width=values["width"], blocks=values["blocks"] if models.spec(
                 c.model.model).takes_blocks else 0)
+        c = sgd_momentum(c)
         first = first_phase(c)
         if study in ("transition", "stages"):  # one run from the init: the first phase is its iteration 0
             first = first.with_values(steps="0it")
@@ -151,10 +143,26 @@ def settings(config: cfg.Config) -> list[Setting]:
     return out
 
 
+def _shrunk_firsts(setting: Setting, study: str) -> dict[tuple[float, float], Setting]:
+    """With `--shrink-first`: per (lam, sigma) of the study's shrink-perturb arms, a first phase of
+    their own that starts from lam * theta0 + sigma * theta0' (Ash & Adams's code shrinks and perturbs
+    at every round, the first included), in a folder beside the setting's."""
+    w = setting.config.warm
+    lams, sigmas = cfg.numbers(w.shrink, "shrink"), cfg.numbers(w.perturb_sigma, "perturb_sigma")
+    pairs = list(product(lams, sigmas)) if study == "shrink" else [(lams[0], sigmas[0])]
+    out = {}
+    for lam, sigma in pairs:
+        folder = f"{setting.folder + '-' if setting.folder else ''}shrunk-first-{lam:g}-{sigma:g}"
+        out[(lam, sigma)] = Setting(folder, setting.values, setting.config,
+                                    setting.first.with_values(init_shrink=lam, init_perturb=sigma))
+    return out
+
+
 def _folder(values: dict[str, Any]) -> str:
     parts = []
     if "optimizer" in values:
-        parts.append(f"{values['optimizer']}{values['optimizer_lr']:g}")
+        momentum = values.get("optimizer_momentum")
+        parts.append(f"{values['optimizer']}{values['optimizer_lr']:g}" + ("" if momentum is None else f"-m{momentum:g}"))
     if "first_lr" in values:
         parts.append(f"lr{values['first_lr']:g}")
     if "width" in values:
@@ -172,17 +180,20 @@ def specs(config: cfg.Config) -> StudyPlan:
     seen: dict[str, ArmSpec] = {}
     kept: dict[str, str] = {}  # branch -> the branch trained for it (itself, or an earlier one of its identity)
     for setting in settings(config):
-        size = train_size(setting.config.data.source, setting.config.data.train_examples)
-        ipe = steps.iterations_per_epoch(size, setting.config.train.batch_size)
-        length = steps.parse(setting.first.train.steps, ipe, "steps")
+        batch = setting.config.train.batch_size
+        ipe = steps.iterations_per_epoch(trunk.train_count(setting.config), batch)  # of all the data
+        first_ipe = steps.iterations_per_epoch(trunk.train_count(setting.first), batch)  # of the first phase's
+        length = steps.parse(setting.first.train.steps, first_ipe, "steps")
         saves: tuple[int, ...] = ()
         if study == "length":
-            saves = tuple(first_points(config, ipe))
+            saves = tuple(first_points(config, first_ipe))
             if saves[-1] > length:
                 raise UserError(f"--first-steps {config.warm.first_steps} goes beyond the first phase (--steps "
                                 f"{config.train.steps}, {length} iterations); lengthen --steps or drop the longer ones")
         result.settings.append(Setting(setting.folder, setting.values, setting.config, setting.first, saves))
-        for arm in _arms(setting, study, length, saves, ipe):
+        shrunk = _shrunk_firsts(setting, study) if config.warm.shrink_first else {}
+        result.settings += shrunk.values()
+        for arm in _arms(setting, study, length, saves, (first_ipe, ipe), shrunk):
             key = runs.identity_hash(arm.identity)
             if key not in seen:  # a scratch arm shared by first phases (lr study) is trained once
                 seen[key] = arm
@@ -193,7 +204,8 @@ def specs(config: cfg.Config) -> StudyPlan:
 
 
 def first_points(config: cfg.Config, ipe: int) -> list[int]:
-    """The length study's first-phase lengths in iterations (a bare number takes the unit written last)."""
+    """The length study's first-phase lengths in iterations (a bare number takes the unit written last;
+    `ipe`: iterations per epoch of the first phase's subset)."""
     from rewind.studies.critical import points
 
     return points(config.warm.first_steps or config.train.steps, ipe, "first_steps")
@@ -208,7 +220,13 @@ def _check(config: cfg.Config) -> None:
                                 f"{'lr' if name == 'second_lr' else 'shrink'}")
     if study == "length" and config.train.until_train_acc:
         raise UserError("--study length sets the first phase's lengths (--first-steps), --until-train-acc stops it "
-                        "by fit: use one of them")
+                        "by fit: use one of them (--until-train-acc 0 turns it off)")
+    if config.data.train_fraction != 1.0:
+        raise UserError("warm-start trains its first phase on --warm-fraction of the data and the second on all "
+                        "of it: drop --train-fraction")
+    if w.shrink_first and not (study in ("arms", "shrink") or (study == "stages" and w.stage_shrink)):
+        raise UserError(f"--shrink-first shrinks and perturbs the init of the shrink-perturb arms' first phase; "
+                        f"--study {study} has none (studies arms and shrink, or stages with --stage-shrink)")
     if w.optimizer_state == "carry":
         second = second_phase(config)
         if second.train.optimizer != config.train.optimizer:
@@ -216,18 +234,21 @@ def _check(config: cfg.Config) -> None:
                             f"{config.train.optimizer}, the second {second.train.optimizer}")
 
 
-def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe: int) -> list[ArmSpec]:
-    """The arms of one first phase (`length` iterations, checkpoints `saves`; `ipe` iterations an
-    epoch of the full training set), each with its scratch baseline."""
+def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipes: tuple[int, int],
+          shrunk: dict[tuple[float, float], Setting]) -> list[ArmSpec]:
+    """The arms of one first phase (`length` iterations, checkpoints `saves`; `ipes`: iterations an
+    epoch of the first phase's subset and of the full training set), each with its scratch baseline;
+    the shrink-perturb arms from the first phases of `shrunk` (`--shrink-first`) where it has theirs."""
     c, w = setting.config, setting.config.warm
+    first_ipe, ipe = ipes
     values = dict(setting.values)
     legacy = study == "arms"  # today's four arms keep the identities their archives were made with
 
     def arm(name: str, second: cfg.Config, extra: dict[str, Any], op: dict[str, Any] | None = None,
             start: int | None = None, op_identity: dict[str, Any] | None = None,
-            versus: cfg.Config | None = None) -> ArmSpec:
-        """The arm; its `baseline` is, for now, the second phase of the scratch arm it is compared with
-        (`versus`, default its own), as a hash."""
+            versus: cfg.Config | None = None, first: Setting = setting) -> ArmSpec:
+        """The arm, from the first phase `first`; its `baseline` is, for now, the second phase of the
+        scratch arm it is compared with (`versus`, default its own), as a hash."""
         op = op or {}
         key = (versus or second).hash()
         if name == "scratch":
@@ -236,22 +257,23 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
                 identity["trunk"] = setting.first.hash()
             own = {k: v for k, v in values.items() if k != "first_lr"}  # the scratch arm has no first phase
             return ArmSpec(study, name, {**own, **extra}, setting.folder, None, {}, second, identity, key)
-        identity = {"trunk": setting.first.hash(), "arm": name, "second": second.hash(), **(op_identity or {}),
+        identity = {"trunk": first.first.hash(), "arm": name, "second": second.hash(), **(op_identity or {}),
                     **({"bn_stats": "fresh"} if w.warm_bn_stats == "fresh" else {}),
                     **({"start": start} if start is not None and start != length else {}),
                     **({"optimizer_state": "carry"} if w.optimizer_state == "carry" else {})}
-        return ArmSpec(study, name, {**values, **extra}, setting.folder, start, op, second, identity, key)
+        return ArmSpec(study, name, {**values, **extra}, first.folder, start, op, second, identity, key)
 
     second = second_phase(c)
     lam, sigma = cfg.numbers(w.shrink, "shrink")[0], cfg.numbers(w.perturb_sigma, "perturb_sigma")[0]
     bn = {"bn_stats": w.warm_bn_stats} if legacy else {}
     if study == "arms":
         arms = [arm("warm", second, bn),
-                arm("shrink-perturb", second, bn, {"lam": lam, "sigma": sigma}, op_identity={"lam": lam, "sigma": sigma}),
+                arm("shrink-perturb", second, bn, {"lam": lam, "sigma": sigma}, op_identity={"lam": lam, "sigma": sigma},
+                    first=shrunk.get((lam, sigma), setting)),
                 arm("reset", second, bn, {"reset": w.reset_layers}, op_identity={"reset": w.reset_layers}),
                 arm("scratch", second, {"bn_stats": "fresh"})]
     elif study == "length":
-        arms = [arm("warm", second, {"first_steps": k, "first_epochs": k / ipe}, start=k) for k in saves]
+        arms = [arm("warm", second, {"first_steps": k, "first_epochs": k / first_ipe}, start=k) for k in saves]
         arms.append(arm("scratch", second, {}))
     elif study == "reset":
         groups = len(layer_groups(_model(setting)))
@@ -265,7 +287,7 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
     elif study == "shrink":
         arms = [arm("warm", second, {"lam": 1.0, "sigma": 0.0})]
         arms += [arm("shrink-perturb", second, {"lam": a, "sigma": s}, {"lam": a, "sigma": s},
-                     op_identity={"lam": a, "sigma": s})
+                     op_identity={"lam": a, "sigma": s}, first=shrunk.get((a, s), setting))
                  for a in cfg.numbers(w.shrink, "shrink") for s in cfg.numbers(w.perturb_sigma, "perturb_sigma")]
         arms.append(arm("scratch", second, {}))
     elif study == "lr":
@@ -276,42 +298,27 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
     elif study == "size":
         arms = [arm("warm", second, {}), arm("scratch", second, {})]
     elif study == "transition":
-        arms = [arm("transition", second.with_values(deficit=transition(c, g)), {"gamma": g}, versus=second)
+        total = steps.parse(w.second_steps, ipe, "second_steps")
+        arms = [arm("transition", second.with_values(deficit=transition(c, g, total)), {"gamma": g}, versus=second)
                 for g in cfg.numbers(w.transition_gamma, "transition_gamma")]
         arms.append(arm("scratch", second, {}))
     elif study == "stages":
-        stage = steps.parse(c.train.steps, ipe, "steps")
         final = steps.parse(w.second_steps, ipe, "second_steps")
         shrink = {"stage_shrink": [lam, sigma]} if w.stage_shrink else {}
-        arms = [arm("stages", second.with_values(steps=f"{n * stage + final}it", deficit=stages(c, n, r, stage)),
-                    {"stages": n, "stage_ratio": r, **({"lam": lam, "sigma": sigma} if shrink else {})},
-                    {**shrink, "boundaries": [i * stage for i in range(1, n + 1)]} if shrink else {},
-                    op_identity=shrink, versus=second)
-                for n in cfg.numbers(w.stages, "stages", int, 1) for r in cfg.numbers(w.stage_ratio, "stage_ratio")]
+        arms = []
+        for n in cfg.numbers(w.stages, "stages", int, 1):
+            for r in cfg.numbers(w.stage_ratio, "stage_ratio"):
+                ends = stage_ends(second, n, r, c.train.steps)
+                arms.append(arm("stages", second.with_values(steps=f"{ends[-1] + final}it", deficit=stages(c, n, r, ends)),
+                                {"stages": n, "stage_ratio": r, **({"lam": lam, "sigma": sigma} if shrink else {})},
+                                {**shrink, "boundaries": ends} if shrink else {}, op_identity=shrink, versus=second,
+                                first=shrunk.get((lam, sigma), setting)))
         arms.append(arm("scratch", second, {}))
     else:
         raise UserError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     # Each arm is compared with the scratch arm of its setting and second phase.
     scratch = {a.baseline: a.branch for a in arms if a.arm == "scratch"}
     return [ArmSpec(**{**a.__dict__, "baseline": scratch[a.baseline]}) for a in arms]
-
-
-def transition(config: cfg.Config, gamma: float) -> str:
-    """The smooth transition as a phase of the whole run, from the first phase's subset to the full set."""
-    import numpy as np
-
-    w = config.warm
-    return (f"transition(gamma={np.format_float_positional(gamma, trim='-')},fraction={w.warm_fraction},"
-            f"seed={w.warm_seed}):0it-")
-
-
-def stages(config: cfg.Config, n: int, ratio: float, length: int) -> str:
-    """n stages of `length` iterations on growing data (`phases.stage_parts`), each with a fresh
-    optimizer state unless it is carried; the run then trains on all the data."""
-    w = config.warm
-    reset = int(w.optimizer_state == "reset")
-    return ",".join(f"stage(n={n},ratio={float(ratio)},index={i},reset={reset},seed={w.warm_seed}):"
-                    f"{(i - 1) * length}it-{i * length}it" for i in range(1, n + 1))
 
 
 def _model(setting: Setting) -> torch.nn.Module:
@@ -362,9 +369,8 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
     must be complete."""
     todo = [a for a in arms if not _complete(out / a.branch)]
     setups: dict[str, Setup] = {}
-    # Arms of one setting share a data set, a model and a second-phase length.
-    # (Arms with a data phase of their own, such as the smooth transition, may draw short batches at
-    # other steps than the plain arms: they train apart from those.)
+    # Arms of one setting share a data set, a model and a second-phase length; arms with a data phase
+    # of their own (the smooth transition, the stages) train apart from the plain ones.
     for key in dict.fromkeys((a.setting, bool(a.second.train.deficit)) for a in todo):
         group = [a for a in todo if (a.setting, bool(a.second.train.deficit)) == key]
         with ExitStack() as stack:
@@ -458,13 +464,12 @@ def layers_to_reset(config: cfg.Config, model: torch.nn.Module) -> list[str]:
 def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """The study as jobs: each first phase, then its arms (after it), `--parallel` of them to a job."""
     p, jobs = specs(config), []
-    ipe_of = {s.folder: steps.iterations_per_epoch(train_size(s.config.data.source, s.config.data.train_examples),
-                                                   s.config.train.batch_size) for s in p.settings}
+    ipe_of = {s.folder: steps.iterations_per_epoch(trunk.train_count(s.config), s.config.train.batch_size)
+              for s in p.settings}
     for s in p.settings:
         name = f"{s.folder}/first-phase" if s.folder else "first-phase"
         jobs.append(launch.Job(name, str(Path(out) / s.folder),
-                               imp.trunk_description(s.first, train_size(s.first.data.source,
-                                                                         s.first.data.train_examples), list(s.saves)),
+                               imp.trunk_description(s.first, trunk.train_count(s.first), list(s.saves)),
                                {"kind": "first", "folder": s.folder}))
         arms = [a for a in p.arms if a.setting == s.folder]
         size = max(1, config.study.parallel)

@@ -53,16 +53,18 @@ class Eval(Hook):
         self.last: dict[str, Any] = {}
 
     def at(self, step: int, state: TrainState) -> None:
-        if step in self.steps:
+        # The plan's own steps too: stopping by fit adds the step where it stopped.
+        if step in self.steps or step in state.plan.eval_steps:
             result = evaluate_state(state, self.images, self.labels)
             self.metrics.log("test", step, result, epoch=state.plan.epoch(step))
             self.last = {"step": step, **result}
 
 
 class StopAtFit(Hook):
-    """Stopping by fit (Ash & Adams): at each evaluation step, the training accuracy over the batches
-    since the previous evaluation step is logged (split `fit`); at the first at or above
-    `plan.until_train_acc` the run ends there: the plan's end moves to that step, which is saved.
+    """Stopping by fit (Ash & Adams's code): at the end of every pass over the run's training data
+    (every `plan.iterations_per_epoch` steps, an epoch of the run's own data), the training accuracy
+    over that pass's batches is logged (split `fit`); at the first at or above `plan.until_train_acc`
+    the run ends there: the plan's end moves to that step, which is evaluated and saved.
 
     The window's sums travel with checkpoints (`state`, `load`), and a resumed run that had stopped
     reads its stop from the `fit` rows kept in metrics.csv, so a resume ends where the first run did.
@@ -86,7 +88,7 @@ class StopAtFit(Hook):
         self._count += count
 
     def at(self, step: int, state: TrainState) -> None:
-        if step not in state.plan.eval_steps or not self._count:
+        if step % state.plan.iterations_per_epoch or not self._count:
             return
         acc = float(self._correct) / self._count
         self.metrics.log("fit", step, {"acc": acc}, epoch=state.plan.epoch(step))
@@ -98,12 +100,12 @@ class StopAtFit(Hook):
     def _end(state: TrainState, step: int) -> None:
         plan = state.plan
         state.plan = dataclasses.replace(plan, total=step, save_steps=plan.save_steps | {step},
-                                         eval_steps=frozenset(s for s in plan.eval_steps if s <= step))
+                                         eval_steps=frozenset(s for s in plan.eval_steps if s <= step) | {step})
         state.stop = True
 
 
 def stop_step(rows: list[dict[str, Any]], threshold: float) -> int | None:
-    """The first step whose `fit` row (training accuracy since the previous evaluation) is at or above
+    """The first step whose `fit` row (training accuracy over the pass that ended there) is at or above
     `threshold`, or None (threshold 0: stopping by fit is off)."""
     if not threshold:
         return None

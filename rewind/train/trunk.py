@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import torch
 
 from rewind import data as D
-from rewind import models
+from rewind import models, seeds
 from rewind.archive.run import Run, open_run
 from rewind.config import Config
+from rewind.data.sources import train_size
 from rewind.errors import UserError
 from rewind.prune.masks import Masks, to_device
 from rewind.train.loop import TrainState
@@ -21,6 +22,7 @@ from rewind.train.pretrain import pretrain, pretrain_plan, schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
+from rewind.train.warmstart import shrink_perturb
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,7 +35,15 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(config: Config) -> D.Dataset:
     d = config.data
-    return D.load(d.source, config.runtime.data_dir, d.train_examples, d.test_examples, d.subset_seed)
+    return D.load(d.source, config.runtime.data_dir, d.train_examples, d.test_examples, d.subset_seed, d.holdout,
+                  d.train_fraction, d.fraction_seed, d.normalize)
+
+
+def train_count(config: Config) -> int:
+    """How many training examples a run of `config` sees (what its epochs count), known without
+    loading or downloading anything."""
+    d = config.data
+    return train_size(d.source, d.train_examples, d.holdout, d.train_fraction)
 
 
 @dataclass
@@ -59,12 +69,19 @@ class Setup:
         return cls(config, device, data, plan, (D.device_copy(data.test_x, device), D.device_copy(data.test_y, device)))
 
     def new_model(self, seed: int | None = None, num_classes: int | None = None) -> torch.nn.Module:
-        """A fresh model for this data on the device: the run's init (`model_seed`) unless `seed` is
-        given, with the dataset's classes unless `num_classes` is (a pre-training head)."""
+        """A fresh model for this data on the device: the run's init (`model_seed`, shrunk and perturbed
+        when `init_shrink`, `init_perturb` say so) unless `seed` is given, with the dataset's classes
+        unless `num_classes` is (a pre-training head)."""
         m = self.config.model
-        model = models.build(m.model, m.width or 0, num_classes or self.data.num_classes,
-                             self.config.train.model_seed if seed is None else seed, blocks=m.blocks,
-                             in_channels=self.data.in_channels, image_size=self.data.image_size)
+
+        def build(seed: int) -> torch.nn.Module:
+            return models.build(m.model, m.width or 0, num_classes or self.data.num_classes, seed, blocks=m.blocks,
+                                in_channels=self.data.in_channels, image_size=self.data.image_size)
+
+        model = build(self.config.train.model_seed if seed is None else seed)
+        if seed is None and (m.init_shrink, m.init_perturb) != (1.0, 0.0):
+            other = build(seeds.derive(self.config.train.model_seed, "init-perturb"))
+            shrink_perturb(model, other, m.init_shrink, m.init_perturb)
         return model.to(self.device, memory_format=torch.channels_last)
 
     def train_loader(self, order_seed: int | None = None, aug_seed: int | None = None) -> D.DeviceLoader:
