@@ -43,12 +43,14 @@ PINNED = {
     "imp-control": [".", "branches/imp-k20-8066541d", "branches/imp-k20-random-reinit-306d33c4"],
     "imp-adam": [".", "branches/imp-k20-e724435c"],
     "critical": [".", "branches/critical-0-9c855418", "branches/critical-40-b8d8991c"],
+    # issue 19: an SGD given without momentum trains with momentum 0 in warm-start studies (both papers'
+    # code), a change of what the arms train, so of their identity.
     "warm": [
         ".",
-        "branches/warm-reset-91d1ac08",
-        "branches/warm-scratch-b4c79683",
-        "branches/warm-shrink-perturb-7c58a4ca",
-        "branches/warm-warm-9b3a6cd9",
+        "branches/warm-reset-31ea0501",
+        "branches/warm-scratch-ff0dbc3e",
+        "branches/warm-shrink-perturb-de7bd505",
+        "branches/warm-warm-2607b8c0",
     ],
 }
 
@@ -63,8 +65,8 @@ PINNED_RECIPES = {
     "vgg16_cifar10": "6199317d020d",
     "lenet_mnist": "749845239216",
     "critical_period_smoke": "80f65792f4ff",
-    "critical_period_blur": "3c027e87af65",
-    "resnet18_cifar10_warmstart": "0b8cb8e6c46d",
+    "critical_period_blur": "04d8ceca81d0",  # issue 19: All-CNN, the paper's network
+    "resnet18_cifar10_warmstart": "22243994a9a8",  # issue 19: holdout 1/3, normalize half
     "resnet18_cifar10_plasticity": "35d5c906152c",
 }
 
