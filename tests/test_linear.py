@@ -331,6 +331,8 @@ def test_a_new_pretrain_point_trains_only_its_branch_and_matches_a_sweep_that_ha
     (["completion", "--pretrain-steps", "0,1x"], ["bad pretrain_steps '0,1x'", "1k = 1000"]),
     (["completion", "--task2-steps", "-5"], ["task2_steps must be at least 1"]),
     (["completion", "--init-scale", "-1e-3"], ["init_scale must be positive"]),
+    (["completion", "--pretrain-steps", "1k,5k", "--relative"], ["--relative plots error(T_c = 0)", "add 0"]),
+    (["completion", "--pretrain-steps", "1k,5k", "--relative", "--dry-run"], ["--relative plots", "add 0"]),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, fragments):
     code, _, err = run_cli(["linear", *args, "--out", str(tmp_path / "r")], capsys)
@@ -411,6 +413,44 @@ def test_the_balanced_init_draws_the_authors_values_for_a_seed():
     shipped = load_pathways(str(REPO / "configs" / "linear_pathways.toml"), {"init_draw": "modes"}).pathways
     assert identity_hash(pathways.trunk_identity(shipped, 4, 1))[:12] == "a74bd23e49cb"  # its archives resume
     assert pathways.trunk_identity(load_pathways(None, {}).pathways, 4, 0)["init_draw"] == "width"
+
+
+def test_completion_summary_is_the_mean_and_spread_over_seeds():
+    from rewind.linear.completion import summarize, with_relative_error
+
+    errors = {(3, 0): [0.0001, 0.0003, 0.0002], (3, 20000): [0.2, 0.7, 0.45], (1, 0): [0.79, 0.80, 0.81],
+              (1, 20000): [0.79, 0.80, 0.81]}
+    results = pd.DataFrame([{"depth": d, "pretrain_steps": t, "seed": seed, "task2_error": e, "task1_error": 1.0}
+                            for (d, t), es in errors.items() for seed, e in enumerate(es)])
+    s = summarize(with_relative_error(results)).set_index(["depth", "pretrain_steps"])
+    row = s.loc[3, 20000]
+    assert row.task2_error == pytest.approx(0.45) and row.task2_error_std == pytest.approx(0.25)  # ddof 1
+    assert (row.task2_error_min, row.task2_error_max, row.seeds) == (0.2, 0.7, 3)
+    # the authors' quantity per seed, error(T_c = 0) - error(T_c), then over seeds
+    assert row.relative_error == pytest.approx(-0.4498) and row.relative_error_std == pytest.approx(0.2499)
+    assert s.loc[1, 20000].relative_error == 0 and s.loc[3, 0].relative_error == 0
+    no_zero = with_relative_error(results[results.pretrain_steps > 0])
+    assert no_zero.relative_error.isna().all()
+
+
+def test_completion_over_three_seeds_reports_their_mean_and_spread(tmp_path, capsys):
+    out = tmp_path / "mc3"
+    args = [a for a in COMPLETION if a != "--no-figures"]
+    code, stdout, err = run_cli(["linear", "completion", *args, "--depth", "3", "--pretrain-steps", "0,2k",
+                                 "--seeds", "0,1,2", "--relative", "--out", str(out)], capsys)
+    assert code == 0, err
+    from rewind.linear.completion import summarize
+
+    results = pd.read_csv(out / "results.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    pd.testing.assert_frame_equal(summary, summarize(results))  # the table's rows are the seeds' statistics
+    late = summary.set_index("pretrain_steps").loc[2000]
+    errors = results[results.pretrain_steps == 2000].task2_error
+    assert late.seeds == 3 and errors.nunique() == 3  # three different draws
+    assert late.task2_error == pytest.approx(errors.mean()) and late.task2_error_std == pytest.approx(errors.std())
+    assert (results[results.pretrain_steps == 2000].relative_error < -0.3).all()  # task 1 first hurts every seed
+    assert f"{late.task2_error:.4f} ± {late.task2_error_std:.4f}" in stdout and "over 3 seeds" in stdout
+    assert (out / "completion_error.png").stat().st_size > 10_000
 
 
 def test_completion_tasks_and_the_subset_variant():

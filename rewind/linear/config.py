@@ -140,6 +140,8 @@ class CompletionConfig:
     record_every: int = _f(500, "record errors and singular values every this many steps")
     save_every: int = _f(10000, "also checkpoint every this many steps, so a killed run resumes close to where "
                                 "it stopped (0: only at the T_c and the ends)")
+    relative: bool = _f(False, "completion_error.png plots the authors' quantity, error(T_c = 0) - error(T_c) "
+                               "(negative where pre-training hurts), instead of the final error; needs T_c = 0")
 
     def __post_init__(self) -> None:
         _depths(self.depth)
@@ -161,6 +163,12 @@ class CompletionConfig:
         if self.subset_observations >= self.observations:
             raise UserError(f"subset_observations {self.subset_observations} must be below observations "
                             f"{self.observations} (task 1 sees part of task 2's entries)")
+
+    def check_sweep(self) -> None:
+        """What concerns the whole sweep, not the runs it is narrowed to (a branch's settings hold its one
+        T_c): --relative needs the T_c = 0 arms."""
+        if self.relative and 0 not in counts(self.pretrain_steps, "pretrain_steps", allow_k=True):
+            raise UserError("--relative plots error(T_c = 0) - error(T_c): add 0 to --pretrain-steps")
 
 
 @dataclass(frozen=True)
