@@ -299,11 +299,14 @@ def linear_completion(config_file: str | None, out: str, dry_run: bool, **option
     study = linear_config.load_completion(config_file, given(options))
     if launched(study.launch, lambda: plan("completion", study, out), dry_run):
         return
-    tables = completion.run(study, out)
-    pivot = tables.summary.pivot(index="pretrain_steps", columns="depth", values="task2_error")
-    click.echo(_table([{"T_c": t, **{f"D={d}": f"{v:.4f}" for d, v in row.items()}}
-                       for t, row in pivot.iterrows()]))
-    click.echo("task-2 error: mean squared error over all entries")
+    s = completion.run(study, out).summary
+    several = s.seeds.max() > 1
+    s = s.assign(cell=[f"{m:.4f} ± {sd:.4f}" if several else f"{m:.4f}" for m, sd in zip(s.task2_error,
+                                                                                       s.task2_error_std)])
+    pivot = s.pivot(index="pretrain_steps", columns="depth", values="cell")
+    click.echo(_table([{"T_c": t, **{f"D={d}": v for d, v in row.items()}} for t, row in pivot.iterrows()]))
+    click.echo("task-2 error: mean squared error over all entries" +
+               (f" (mean ± std over {s.seeds.max()} seeds; min and max in summary.csv)" if several else ""))
     _outputs(out, study.runtime.figures, "completion_error.png, completion_singular_values.png")
 
 

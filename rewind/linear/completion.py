@@ -45,6 +45,7 @@ class Tables:
 def run(study: CompletionStudy, out: str | Path) -> Tables:
     """Train the sweep into `out` (resuming what is there) and write its tables and figures."""
     c, out = study.completion, Path(out)
+    c.check_sweep()
     dev = sweep.device(study.runtime.device)
     progress = sweep.Progress("linear completion", study.runtime.progress)
     depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")
@@ -81,7 +82,7 @@ def run(study: CompletionStudy, out: str | Path) -> Tables:
     if study.runtime.figures:
         from rewind.linear import report
 
-        report.completion_error(tables.summary, out / "completion_error.png")
+        report.completion_error(tables.summary, out / "completion_error.png", relative=c.relative)
         report.completion_singular_values(tables.curves, out / "completion_singular_values.png")
     return tables
 
@@ -171,10 +172,27 @@ def _tables(c: CompletionConfig, out: Path, depths: list[int], points: list[int]
                                   sweep.metrics(branch.stage("train")).assign(task=2)])
                 rows = rows.drop(columns=[k for k in ("split", "epoch", "acc", "lr") if k in rows])
                 curves.append(rows.assign(depth=depth, pretrain_steps=point, seed=seed))
-    results_df = pd.DataFrame(results)
-    summary = results_df.groupby(["depth", "pretrain_steps"], as_index=False).agg(
-        task2_error=("task2_error", "mean"), task2_error_std=("task2_error", "std"),
-        task1_error=("task1_error", "mean"), seeds=("seed", "count"))
+    results_df = with_relative_error(pd.DataFrame(results))
     curves_df = pd.concat(curves, ignore_index=True)
     first = ["depth", "pretrain_steps", "seed", "step", "task"]
-    return Tables(results_df, summary, curves_df[first + [k for k in curves_df.columns if k not in first]])
+    curves_df = curves_df[first + [k for k in curves_df.columns if k not in first]]
+    return Tables(results_df, summarize(results_df), curves_df)
+
+
+def with_relative_error(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with `relative_error` = error(T_c = 0) - error(T_c), task 2's final error of the same depth
+    and seed (the authors' plotted quantity, negative where pre-training hurts; empty without a T_c = 0 arm)."""
+    at_zero = results.task2_error.where(results.pretrain_steps == 0)
+    base = at_zero.groupby([results.depth, results.seed]).transform("first")
+    return results.assign(relative_error=base - results.task2_error)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per depth and T_c over the seeds of `results` (a results.csv table): task 2's final error,
+    its mean, sample standard deviation, minimum and maximum; the same mean and deviation of
+    `relative_error`; task 1's error at the switch (mean); how many seeds. One seed: std empty."""
+    return results.groupby(["depth", "pretrain_steps"], as_index=False).agg(
+        task2_error=("task2_error", "mean"), task2_error_std=("task2_error", "std"),
+        task2_error_min=("task2_error", "min"), task2_error_max=("task2_error", "max"),
+        relative_error=("relative_error", "mean"), relative_error_std=("relative_error", "std"),
+        task1_error=("task1_error", "mean"), seeds=("seed", "count"))

@@ -83,8 +83,13 @@ class PathwaysConfig:
                                "values k^(1/D) (the analytical solution applies exactly); gaussian: random layers",
                    choices=("balanced", "gaussian"))
     init_scale: float = _f(0.01, "initial per-mode singular value k of each pathway's end-to-end map "
-                                 "(balanced: k = init_scale * (1 + init_noise * N(0,1)); gaussian: its typical size)")
+                                 "(balanced: k = init_scale * (1 + init_noise * N(0,1)), see --init-draw; "
+                                 "gaussian: its typical size)")
     init_noise: float = _f(0.1, "balanced init: relative spread of k between modes")
+    init_draw: str = _f("width", "balanced init, how the 8 modes' k are drawn: width: `width` values, sorted in "
+                                 "descending order, the modes taking the largest 8, from torch's generator seeded "
+                                 "with the seed (the authors' code: seed S draws their seed S's values); modes: 8 "
+                                 "values, one per mode (rewind before issue 19)", choices=("width", "modes"))
     seeds: str = _f("0", "seeds, comma-separated; a seed draws the init (k per mode, hidden bases)")
     record_every: int = _f(10, "record per-mode singular values and the loss every this many steps "
                                "(metrics.csv, curves.csv, TensorBoard)")
@@ -107,7 +112,10 @@ class PathwaysConfig:
             raise UserError(f"deficit window {starts[-1]}-{starts[-1] + self.deficit_length} ends after the run's "
                             f"{self.steps} steps; use a later --steps, an earlier --deficit-start or a shorter "
                             "--deficit-length")
-        if self.init == "balanced" and self.width < 8 and max(depths) > 1:
+        if self.init == "balanced" and self.init_draw == "width" and max(_seeds(self.seeds)) >= 2 ** 64:
+            raise UserError("the authors' draw (--init-draw width) seeds torch's generator with the seed itself: "
+                            "use seeds below 2^64")
+        if self.init == "balanced" and self.width < 8 and (max(depths) > 1 or self.init_draw == "width"):
             raise UserError(f"a balanced init needs width >= 8 (the task's 8 modes), got {self.width}")
 
 
@@ -132,6 +140,8 @@ class CompletionConfig:
     record_every: int = _f(500, "record errors and singular values every this many steps")
     save_every: int = _f(10000, "also checkpoint every this many steps, so a killed run resumes close to where "
                                 "it stopped (0: only at the T_c and the ends)")
+    relative: bool = _f(False, "completion_error.png plots the authors' quantity, error(T_c = 0) - error(T_c) "
+                               "(negative where pre-training hurts), instead of the final error; needs T_c = 0")
 
     def __post_init__(self) -> None:
         _depths(self.depth)
@@ -153,6 +163,12 @@ class CompletionConfig:
         if self.subset_observations >= self.observations:
             raise UserError(f"subset_observations {self.subset_observations} must be below observations "
                             f"{self.observations} (task 1 sees part of task 2's entries)")
+
+    def check_sweep(self) -> None:
+        """What concerns the whole sweep, not the runs it is narrowed to (a branch's settings hold its one
+        T_c): --relative needs the T_c = 0 arms."""
+        if self.relative and 0 not in counts(self.pretrain_steps, "pretrain_steps", allow_k=True):
+            raise UserError("--relative plots error(T_c = 0) - error(T_c): add 0 to --pretrain-steps")
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ def trunk_identity(c: PathwaysConfig, depth: int, seed: int) -> dict:
                 "width": c.width, "lr": c.lr, "init": c.init, "init_scale": c.init_scale, "dtype": "float32"}
     if c.init == "balanced":
         identity["init_noise"] = c.init_noise
+        if c.init_draw != "modes":  # the former draw keeps its former identity: its archives still resume
+            identity["init_draw"] = c.init_draw
     return identity
 
 
@@ -105,10 +107,19 @@ def branch_identity(c: PathwaysConfig, trunk: dict, onset: int) -> dict:
 
 
 def initial_k(c: PathwaysConfig, seed: int) -> torch.Tensor:
-    """Per-mode initial singular values k = init_scale * (1 + init_noise * N(0,1)), largest first (the
-    balanced init's, shared by the pathways and the depths of one seed)."""
-    noise = torch.randn(8, generator=seeding.generator(KIND, "k", seed), dtype=torch.float64)
-    return torch.sort(c.init_scale * (1 + c.init_noise * noise), descending=True).values
+    """The balanced init's per-mode singular values k (float64, 8, largest first), shared by the pathways
+    and the depths of one seed: values init_scale * (1 + init_noise * N(0,1)), sorted in descending order.
+
+    `init_draw` "width" is the authors' draw (multipath/analytical_and_sgd_final.py): `width` values, in
+    float32 from torch's generator seeded with the seed itself (their `set_seed(seed)`, then
+    `torch.randn(width)`), the task's 8 modes taking the largest, so seed S starts where their seed S
+    does. "modes" draws only 8, one per mode, from rewind's own stream, so they start lower (seed 0:
+    0.0095-0.0113 against 0.0114-0.0134) and the weak modes are learned later."""
+    if c.init_draw == "width":
+        noise = torch.randn(c.width, generator=torch.Generator().manual_seed(seed)).double()
+    else:
+        noise = torch.randn(8, generator=seeding.generator(KIND, "k", seed), dtype=torch.float64)
+    return torch.sort(c.init_scale * (1 + c.init_noise * noise), descending=True).values[:8]
 
 
 def initial_weights(c: PathwaysConfig, depth: int, seed: int, modes: Modes) -> dict[str, torch.Tensor]:

@@ -67,16 +67,30 @@ def pathways_share(summary: pd.DataFrame, path: Path) -> None:
     save_png(fig, path)
 
 
-def completion_error(summary: pd.DataFrame, path: Path) -> None:
-    """Final task-2 error against T_c, one curve per depth (mean and std over seeds)."""
+def completion_error(summary: pd.DataFrame, path: Path, relative: bool = False) -> None:
+    """Task 2's final error against T_c, one curve per depth: the mean over seeds, error bars one standard
+    deviation, a band from the lowest seed to the highest. `relative`: the authors' quantity instead,
+    error(T_c = 0) - error(T_c), mean and standard deviation (their plotting script draws one seed's)."""
     fig = figure()
     ax = fig.subplots()
+    seeds = int(summary.seeds.max())
+    band = seeds > 1 and not relative
+    column = "relative_error" if relative else "task2_error"
     for depth, rows in summary.groupby("depth"):
-        ax.errorbar(rows.pretrain_steps, rows.task2_error, yerr=rows.task2_error_std.fillna(0), marker="o",
-                    markersize=3, capsize=3, label=f"D={depth}")
+        line = ax.errorbar(rows.pretrain_steps, rows[column], yerr=rows[f"{column}_std"].fillna(0), marker="o",
+                           markersize=3, capsize=3, label=f"D={depth}")
+        if band:
+            ax.fill_between(rows.pretrain_steps, rows.task2_error_min, rows.task2_error_max,
+                            color=line[0].get_color(), alpha=0.15, lw=0)
+    over = f"mean ± std over {seeds} seeds" + (", band: min-max" if band else "")
     ax.set_xlabel("task-1 steps before the switch ($T_c$)")
-    ax.set_ylabel("final task-2 error (MSE, all entries)")
-    ax.set_ylim(bottom=0)
+    if relative:
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_ylabel("error($T_c$=0) - error($T_c$)")
+    else:
+        ax.set_ylabel("final task-2 error (MSE, all entries)")
+        ax.set_ylim(bottom=0)
+    ax.set_title(over if seeds > 1 else "one seed", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     save_png(fig, path)

@@ -16,6 +16,8 @@ SWEEPS = {"pathways": (linear_config.PATHWAYS, linear_config.PathwaysStudy),
 
 
 def plan(kind: str, study, out: str | Path) -> launch.Plan:
+    if kind == "completion":
+        study.completion.check_sweep()
     settings = study.to_dict()[kind]
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
