@@ -5,7 +5,7 @@ started by hand as root in one folder, on free ports, with its PID recorded and 
 munged (a key of its own), MariaDB (a database of its own, reached as root over its Unix socket,
 so no password exists anywhere) and slurmdbd (so sacct works), slurmctld and slurmd (no cgroups:
 `proctrack/linuxproc`, `task/none`). The clients find it through `SLURM_CONF`. Fast on purpose:
-short scheduler intervals, `MinJobAge` of a few seconds, `KillWait` of 2 s, and
+short scheduler intervals, `MinJobAge` of 2 s, `KillWait` of 2 s, and
 `AuthInfo=cred_expire=5`, which in Slurm is also how long a requeued job waits before it may
 start again (slurm.conf(5): "This also controls how long a requeued job must wait before
 starting again. The default value is 120 seconds.").
@@ -46,13 +46,11 @@ def missing_tools() -> list[str]:
 
 
 def wait_for_install(log: Path, timeout_s: float) -> None:
-    """Wait for a background `apt-get install` (CI starts one, logging to `log`) to end."""
+    """Wait for a background install (CI starts one, logging to `log`, whose last line is then
+    `install-done rc=N`) to end."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if "rc=" in text.rsplit("\n", 3)[-1] or ("rc=" in text and not missing_tools()):
-            return
-        if not log.exists():
+        if "install-done" in log.read_text(errors="replace"):
             return
         time.sleep(1)
     raise Unavailable(f"the Slurm packages were still installing after {timeout_s:.0f} s ({log})")
@@ -155,7 +153,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/builtin
 SchedulerParameters=sched_interval=2
-MinJobAge=5
+MinJobAge=2
 KillWait=2
 MessageTimeout=5
 SlurmctldTimeout=10
@@ -191,6 +189,14 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         self._spawn("slurmd", [_which("slurmd"), "-D", "-N", NODE, "-f", str(self.conf)])
         self._wait("slurmd", lambda: "idle" in self._run("sinfo", "-h", "-o", "%T", check=False).stdout)
         return self
+
+    def start_controller(self, accounting: bool | None = None) -> None:
+        """(Re)start slurmctld, with or without accounting (slurmdbd keeps running; its jobs are kept)."""
+        if accounting is not None:
+            self.write_conf(accounting)
+        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.conf)])
+        self._wait("slurmctld", lambda: self._run("scontrol", "ping", check=False).stdout.count("UP") > 0)
+        self._run("scontrol", "reconfigure", check=False)  # slurmd takes the controller's settings too
 
     def start_accounting(self) -> None:
         r, ports = self.root, json.loads((self.root / "ports.json").read_text())

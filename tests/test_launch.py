@@ -82,7 +82,7 @@ echo "Submitted batch job $id"
     (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'cancelled'}\n")
     (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # what the job scripts start their task with
     (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
-    (bin_dir / "sinfo").write_text("#!/bin/sh\necho '8|64000|gpu:2'\n")  # one node kind: 8 CPUs, 64 GB, 2 GPUs
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'gpu*|8|64000|gpu:2'\n")  # a partition: 8 CPUs, 64 GB, 2 GPUs
     for tool in ("sbatch", "squeue", "scancel", "srun", "sacct", "sinfo"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -152,15 +152,34 @@ def test_a_local_job_whose_process_died_is_failed_and_sent_again(tmp_path):
     assert [j.name for j in submit.to_submit(plan)] == ["trunk", "imp-k20"]
 
 
-def test_a_partition_sbatch_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("said, expected", [
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+     "sbatch refused the jobs: Batch job submission failed: Invalid account or account/partition combination "
+     "specified; check --sbatch account="),
+    ("sbatch: error: Invalid generic resource (gres) specification",
+     "Invalid generic resource (gres) specification; the partition has no such GPUs: --gpus-per-job 0"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+     "Slurm's controller does not answer (sbatch: Batch job submission failed: Unable to contact slurm controller"),
+])
+def test_what_sbatch_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, said, expected):
     seen = _fake_sbatch(tmp_path, monkeypatch)
-    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
-                                            "exit 1\n")
-    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", "--partition", "gpux"), capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "sbatch refused the jobs" in err and "invalid partition specified: gpux" in err
-    assert "check --partition" in err
+    (tmp_path / "bin" / "sbatch").write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert not list(seen.iterdir()) and not (tmp_path / "study").exists()  # no plan, no pickle left behind
+
+
+def test_settings_slurm_cannot_meet_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    seen = _fake_sbatch(tmp_path, monkeypatch)
+    for extra, expected in ((["--partition", "gpux"], "--partition gpux: this cluster has no such partition (it "
+                                                      "has gpu; `sinfo` lists them)"),
+                            (["--sbatch", "acount=lab"], "--sbatch acount=lab: sbatch here has no option --acount"),
+                            (["--time-limit", "2"], "--time-limit 2 is too short: Slurm signals a job 60 to 120 s "
+                                                    "before its time limit"),
+                            (["--device", "cuda", "--gpus-per-job", "0"], "--device cuda needs a GPU per job")):
+        code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", *extra), capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+        assert not list(seen.iterdir()) and not (tmp_path / "study").exists()
 
 
 def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):

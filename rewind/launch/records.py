@@ -115,6 +115,8 @@ def from_slurm(info: slurm.Info | None, own: dict[str, Any], log: str | None) ->
             why = "the job left the queue without starting (cancelled?)"
         return State("failed", "; ".join(filter(None, (why, last_line(log)))), attempt)
     if info.state in slurm.RUNNING:
+        if info.state == "COMPLETING" and restarts and restarts >= starts:  # the end of a requeued attempt
+            return State("requeued", "its last attempt is ending", restarts + 1)
         return State("running", f"logs: {log}", max(starts, restarts + 1))
     if info.state in slurm.WAITING:
         if stuck := slurm.stuck_reason(info.reason):

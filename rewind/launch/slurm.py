@@ -157,26 +157,31 @@ class Nodes:
     gpus: int
 
 
-def parse_sinfo(text: str) -> Nodes | None:
-    """`sinfo -h -o %c|%m|%G` (one line per node kind) -> the largest of each."""
-    rows = []
+def parse_sinfo(text: str) -> dict[str, Nodes]:
+    """`sinfo -h -o %P|%c|%m|%G` (a line per partition and node kind) -> partition -> its largest node;
+    the default partition (marked '*') also under ''."""
+    rows: dict[str, list[Nodes]] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) < 3:
+        if len(parts) < 4 or not parts[0].strip():
             continue
-        cpus, mem = re.match(r"\d*", parts[0].strip()).group(), re.match(r"\d*", parts[1].strip()).group()
-        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[\w.-]+)?:(\d+)", parts[2]))
-        if cpus and mem:
-            rows.append(Nodes(int(cpus), int(mem), gpus))
-    if not rows:
-        return None
-    return Nodes(max(r.cpus for r in rows), max(r.mem_mb for r in rows), max(r.gpus for r in rows))
+        cpus, mem = re.match(r"\d*", parts[1].strip()).group(), re.match(r"\d*", parts[2].strip()).group()
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[\w.-]+)?:(\d+)", parts[3]))
+        names = [parts[0].strip().rstrip("*")] + ([""] if parts[0].strip().endswith("*") else [])
+        for name in names:
+            rows.setdefault(name, []).append(Nodes(int(cpus or 0), int(mem or 0), gpus))
+    return {name: Nodes(max(n.cpus for n in ns), max(n.mem_mb for n in ns), max(n.gpus for n in ns))
+            for name, ns in rows.items()}
 
 
-def nodes(partition: str) -> Nodes | None:
-    """The largest node of `partition` (the default one if empty); None where sinfo cannot tell."""
-    r = _run(["sinfo", "-h", "-o", "%c|%m|%G", *(["-p", partition] if partition else [])], timeout=30)
-    return parse_sinfo(r.stdout) if not r.returncode else None
+def partitions() -> dict[str, Nodes] | None:
+    """Each partition's largest node (the default partition also under ''); None where sinfo cannot tell."""
+    r = _run(["sinfo", "-h", "-o", "%P|%c|%m|%G"], timeout=30)
+    if r.returncode and unreachable(r.stderr):
+        raise Unreachable(f"Slurm's controller does not answer ({_first_line(r.stderr)}); nothing was submitted: "
+                          "run the command again once `scontrol ping` says it is UP")
+    found = parse_sinfo(r.stdout) if not r.returncode else {}
+    return found or None
 
 
 def parse_options(help_text: str) -> set[str]:
@@ -199,8 +204,8 @@ def refusal(text: str) -> str:
     return lines[0] if lines else _first_line(text)
 
 
-HINTS = (("partition", "check --partition (`sinfo` lists the partitions)"),
-         ("account", "check --sbatch account=... (`sacctmgr show assoc user=$USER` lists yours)"),
+HINTS = (("account", "check --sbatch account=... (`sacctmgr show assoc user=$USER` lists yours)"),
+         ("partition", "check --partition (`sinfo` lists the partitions)"),
          ("qos", "check --sbatch qos=..."),
          ("generic resource", "the partition has no such GPUs: --gpus-per-job 0 with --device cpu, or a GPU --partition"),
          ("memory", "lower --mem-gb"),

@@ -81,6 +81,8 @@ def submit(plan: Plan, launch: cfg.LaunchConfig, say: Callable[[str], None] = pr
         check_visible(plan.out)
         check_time_limit(launch.time_limit)
         extra = check_sbatch(launch.sbatch)
+        nodes = check_partition(launch.partition)
+        resources(plan, launch, nodes)  # a --device cuda without GPUs is refused here
     files.repair(plan.out, say)
     table = records.Table(plan, strict=True)
     jobs, cancel = sends(plan, table)
@@ -97,7 +99,7 @@ def submit(plan: Plan, launch: cfg.LaunchConfig, say: Callable[[str], None] = pr
             say(f"every run of {plan.out} is complete; its tables: `rewind runs summarize {plan.out}`")
         return
     if launch.executor == "slurm":
-        submit_slurm(plan, table, jobs, cancel, launch, extra, say)
+        submit_slurm(plan, table, jobs, cancel, launch, extra, nodes, say)
         return
     plan_file = plan.save()
     if launch.detach:
@@ -223,6 +225,17 @@ def check_sbatch(text: str) -> dict[str, str]:
     return extra
 
 
+def check_partition(partition: str) -> slurm.Nodes | None:
+    """The largest node of `partition` (or of the default one), which must exist; None where sinfo cannot tell."""
+    found = slurm.partitions()
+    if found is None:
+        return None
+    if partition and partition not in found:
+        raise UserError(f"--partition {partition}: this cluster has no such partition (it has "
+                        f"{', '.join(sorted(p for p in found if p))}; `sinfo` lists them)")
+    return found.get(partition)
+
+
 def _device(plan: Plan) -> str:
     return plan.config.get("runtime", {}).get("device") or plan.summary.get("overrides", {}).get("device") or "auto"
 
@@ -296,13 +309,13 @@ def _sbatch(executor, plan_file: Path, jobs: list[Job]) -> list[Any]:
 
 
 def submit_slurm(plan: Plan, table: records.Table, jobs: list[Job], cancel: list[str], launch: cfg.LaunchConfig,
-                 extra: dict[str, str], say: Callable[[str], None]) -> None:
+                 extra: dict[str, str], nodes: slurm.Nodes | None, say: Callable[[str], None]) -> None:
     import submitit
 
     names = {j.name for j in jobs}
     ids = {j.name: e["job_id"] for j in plan.jobs if j.name not in names and (e := table.entry(j))
            and e["executor"] == "slurm" and table.state(j).state != "complete"}
-    params: dict[str, Any] = {**resources(plan, launch, slurm.nodes(launch.partition)),
+    params: dict[str, Any] = {**resources(plan, launch, nodes),
                               "timeout_min": launch.time_limit, "slurm_signal_delay_s": slurm.SIGNAL_LEAD_S,
                               "slurm_array_parallelism": launch.array_parallelism, "name": "rewind"}
     if launch.partition:
