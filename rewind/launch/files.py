@@ -187,12 +187,14 @@ def repair(out: str | Path, say: Callable[[str], None]) -> None:
     checks += [(p, lambda p=p: read_plan(p)) for p in sorted(launch.glob("plan-*.json"))]
     checks += [(p, lambda p=p: read_state(out, p.stem)) for p in sorted((launch / "state").glob("*.json"))]
     for path, read in checks:
+        if not path.exists():  # set aside already (a plan the pointer names)
+            continue
         try:
             read()
         except Damaged as e:
-            if not e.path.exists():  # a pointer to a missing plan: the plan is written again
-                e.path = path
-            aside = e.path.with_name(e.path.name + ".damaged")
-            e.path.replace(aside)
-            then = "its jobs are taken as never submitted" if path.name == "jobs.json" else "written anew"
-            say(f"{e.path} {e.wrong}: set aside as {aside.name}; {then}")
+            bad = e.path if e.path.exists() else path  # a pointer to a missing plan: the pointer
+            aside = bad.with_name(bad.name + ".damaged")
+            bad.replace(aside)
+            then = ("its jobs are sent again (a copy still queued finds its run complete, or locked, and stops)"
+                    if bad.name == "jobs.json" else "written anew")
+            say(f"{bad} {e.wrong}: set aside as {aside.name}; {then}")
