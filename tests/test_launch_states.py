@@ -249,3 +249,24 @@ def test_a_plan_of_the_wrong_shape_is_refused_naming_what_is_wrong(tmp_path):
         with pytest.raises(UserError, match="run the study's command again") as e:
             files.read_plan(path)
         assert words in str(e.value) and str(path) in str(e.value)
+
+
+def test_the_last_job_waits_for_a_run_still_held_by_another_before_it_summarizes(tmp_path, monkeypatch):
+    """Two jobs finish together: the one that summarizes waits for the other to let go of its run's
+    lock (it has marked its run complete, and is closing it) instead of failing on it."""
+    import threading
+
+    from rewind.archive.lock import FolderLock
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    plan = launch.Plan("rewind.studies.linear", str(tmp_path), {}, tuple(
+        launch.Job(f.name, str(f), "x", marker=str(f / "done")) for f in folders))
+    for f in folders:
+        f.mkdir()
+        (f / "done").write_text("{}")
+    summarized = []
+    monkeypatch.setattr("rewind.studies.linear.summarize", lambda p: summarized.append(time.time()))
+    held = FolderLock(folders[1]).acquire()
+    threading.Timer(0.5, held.release).start()
+    start = time.time()
+    assert worker.summarize_if_last(plan) and summarized[0] - start >= 0.4

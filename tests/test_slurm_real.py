@@ -8,7 +8,6 @@ in test_launch.py and the state mapping in test_launch_states.py run everywhere.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
