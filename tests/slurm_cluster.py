@@ -228,7 +228,7 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.time() + 15
+        deadline = time.time() + 5  # a test cluster: what it has not saved by then is not needed
         while time.time() < deadline:
             try:
                 if os.waitpid(pid, os.WNOHANG)[0]:
