@@ -244,6 +244,12 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         (self.root / "pids.json").write_text(json.dumps(self.pids))
 
     def stop(self) -> None:
+        """Cancel every job (their slurmstepd would outlive slurmd), then stop the daemons."""
+        if "slurmctld" in self.pids and "slurmd" in self.pids:
+            self._run("scancel", "--user", "root", check=False)
+            deadline = time.time() + 10
+            while time.time() < deadline and self._run("squeue", "-h", check=False).stdout.strip():
+                time.sleep(0.2)
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             self.stop_daemon(name)
 
