@@ -62,7 +62,10 @@ def slurm_job_id() -> str:
 def mark(plan: Plan, job: Job, state: str, last_line: str = "", **more: Any) -> None:
     """Written by the job itself: running (with its pid and host), finished or failed; `attempt` counts
     its starts since it was submitted (a requeued job starts again)."""
-    own = files.read_state(plan.out, job.key)
+    try:
+        own = files.read_state(plan.out, job.key)
+    except files.Damaged:  # the job's own file: it writes it anew
+        own = {}
     attempt = own.get("attempt", 0) + (state == "running")
     data = {**{k: v for k, v in own.items() if k in ("started", "progress")}, "state": state, "pid": os.getpid(),
             "host": socket.gethostname(), "attempt": attempt, "last_line": last_line,

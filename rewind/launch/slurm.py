@@ -126,6 +126,9 @@ def query(job_ids: list[str]) -> dict[str, Info]:
     bases = sorted({j.split("_")[0] for j in job_ids}, key=int)
     r = _run(["squeue", "-h", "-r", "--states=all", "-j", ",".join(bases),
               "-O", "JobArrayID:|,State:|,Reason:|,RestartCnt:|"])
+    if r.returncode == 127:
+        raise Unreachable("squeue is not on PATH here, so the jobs' states cannot be known; run this on the "
+                          "cluster's login node")
     if r.returncode and "Invalid job id" not in r.stderr:  # every job gone: squeue says so and exits 1
         message = _first_line(r.stderr) or f"squeue exited with status {r.returncode}"
         raise Unreachable(f"Slurm's controller does not answer ({message}); run the command again once "
