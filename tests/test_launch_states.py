@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -270,3 +271,19 @@ def test_the_last_job_waits_for_a_run_still_held_by_another_before_it_summarizes
     threading.Timer(0.5, held.release).start()
     start = time.time()
     assert worker.summarize_if_last(plan) and summarized[0] - start >= 0.4
+
+
+def test_stats_is_complete_by_a_marker_of_its_own_per_settings(tmp_path):
+    from test_readme import _stand_in_trunk
+
+    from rewind.studies.stats import stats_plan
+
+    _stand_in_trunk(tmp_path / "t")
+    (tmp_path / "t" / "trunk" / "analysis").mkdir()
+    (tmp_path / "t" / "trunk" / "analysis" / "early_phase.csv").write_text("step\n0\n")  # another run's report
+    a, b = stats_plan(tmp_path / "t"), stats_plan(tmp_path / "t", {"device": "cpu"})
+    assert [j.name for j in launch.pending(a)] == ["stats"] and a.jobs[0].key != b.jobs[0].key
+    marker = Path(a.jobs[0].marker)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("{}")  # what the job writes when it ends
+    assert launch.pending(a) == [] and [j.name for j in launch.pending(b)] == ["stats"]
