@@ -228,7 +228,7 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.time() + 5  # a test cluster: what it has not saved by then is not needed
+        deadline = time.time() + 2  # a test cluster: what it has not saved by then is not needed
         while time.time() < deadline:
             try:
                 if os.waitpid(pid, os.WNOHANG)[0]:
@@ -247,7 +247,7 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         """Cancel every job (their slurmstepd would outlive slurmd), then stop the daemons."""
         if "slurmctld" in self.pids and "slurmd" in self.pids:
             self._run("scancel", "--user", "root", check=False)
-            deadline = time.time() + 10
+            deadline = time.time() + 5
             while time.time() < deadline and self._run("squeue", "-h", check=False).stdout.strip():
                 time.sleep(0.2)
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
