@@ -252,6 +252,20 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.2)
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             self.stop_daemon(name)
+        for pid in self.step_daemons():  # a step whose task was killed can outlive its slurmd
+            os.kill(pid, signal.SIGKILL)
+
+    def step_daemons(self) -> list[int]:
+        """The slurmstepd processes of this cluster (their environment names its slurm.conf)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and (proc / "comm").read_text().startswith("slurmstepd") and \
+                        f"SLURM_CONF={self.conf}\0".encode() in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
 
     @classmethod
     def attach(cls, root: Path) -> "Cluster":
