@@ -343,7 +343,7 @@ def runs_show(run: str) -> None:
     plan = latest_plan(run)
     if plan is not None:
         rows = records.states(plan)
-        counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
+        counts = {s: sum(r["kind"] == s for r in rows) for s in dict.fromkeys(r["kind"] for r in rows)}
         click.echo(f"study {run}: {', '.join(f'{n} {s}' for s, n in counts.items())}")
         click.echo(_table([{k: r[k] for k in ("job", "state", "job_id", "detail")} for r in rows]))
         if not (Path(run) / "manifest.json").exists():

@@ -334,11 +334,16 @@ class LaunchConfig:
                              "once the jobs are submitted)")
     local_jobs: int = _f(0, "local: runs at once (0 = one per GPU, or 1 without one)", valid="count0")
     partition: str = _f("", "slurm: the partition (empty = the cluster's default)")
-    time_limit: int = _f(240, "slurm: minutes per job; a job cut off resumes from its last checkpoint when "
-                              "the command is run again", valid="count1")
-    gpus_per_job: int = _f(1, "slurm: GPUs per job", valid="count0")
-    cpus_per_job: int = _f(8, "slurm: CPUs per job", valid="count1")
-    mem_gb: int = _f(32, "slurm: memory per job in GB", valid="count1")
+    time_limit: int = _f(240, "slurm: minutes per time slot of a job: 1 to 2 minutes before its end the job "
+                              "requeues itself and resumes from its last checkpoint in a new slot, as often as "
+                              "it needs while each slot saves a checkpoint (one that saves none fails, saying so); "
+                              "at least 3", valid="count1")
+    gpus_per_job: int | None = _f(None, "slurm: GPUs per job (default: none with --device cpu or where the "
+                                        "partition's nodes have none, else 1)", valid="count0")
+    cpus_per_job: int | None = _f(None, "slurm: CPUs per job (default: 8, or all of the partition's largest node "
+                                        "if fewer)", valid="count1")
+    mem_gb: int | None = _f(None, "slurm: memory per job in GB (default: 32, or all of the partition's largest "
+                                  "node if less)", valid="count1")
     array_parallelism: int = _f(64, "slurm: jobs of one array running at once", valid="count1")
     sbatch: str = _f("", "slurm: extra sbatch parameters, 'KEY=VALUE,KEY=VALUE' (e.g. 'account=abc,qos=high')")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import time
 from pathlib import Path
 
@@ -52,17 +51,39 @@ def test_dry_run_of_the_headline_command_needs_no_data(tmp_path, capsys):
     assert not (tmp_path / "none").exists() and not (tmp_path / "r20").exists()
 
 
+SBATCH_HELP = "".join(f"      --{o}=value\n" for o in (
+    "account", "array", "cpus-per-task", "comment", "constraint", "dependency", "error", "exclude", "gpus-per-node",
+    "gres", "job-name", "kill-on-invalid-dep", "mem", "nodes", "ntasks-per-node", "open-mode", "output", "partition",
+    "qos", "requeue", "signal", "time", "wckey"))
+
+
 def _fake_sbatch(tmp_path, monkeypatch):
-    """An `sbatch` on PATH that keeps each submission file and answers as Slurm does."""
+    """Stand-ins on PATH: an `sbatch` that keeps each submission file, answers as Slurm does and puts
+    the job in a queue file (`queue`, one `squeue -O JobArrayID:|,State:|,Reason:|,RestartCnt:|` line
+    per job) that the stand-in `squeue` prints; `scancel` logs what it cancels."""
     bin_dir, seen = tmp_path / "bin", tmp_path / "submitted"
     bin_dir.mkdir()
     seen.mkdir()
-    script = bin_dir / "sbatch"
-    script.write_text("#!/bin/sh\nn=$(ls %s | wc -l)\ncp \"$1\" %s/$((n + 100)).sh\necho \"Submitted batch job $((n + 100))\"\n"
-                      % (seen, seen))
+    queue = tmp_path / "queue"
+    queue.write_text("")
+    (bin_dir / "help.txt").write_text(SBATCH_HELP)
+    (bin_dir / "sbatch").write_text(f"""#!/bin/sh
+if [ "$1" = "--help" ]; then cat {bin_dir}/help.txt; exit 0; fi
+id=$(( $(ls {seen} | wc -l) + 100 ))
+cp "$1" {seen}/$id.sh
+last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' "$1")
+if [ -n "$last" ]; then
+  i=0; while [ $i -le $last ]; do echo "${{id}}_$i|PENDING|None|0|" >> {queue}; i=$((i + 1)); done
+else echo "$id|PENDING|None|0|" >> {queue}; fi
+echo "Submitted batch job $id"
+""")
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncat {queue}\n")
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'cancelled'}\n")
     (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # what the job scripts start their task with
-    for tool in (script, bin_dir / "srun"):
-        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'gpu*|8|64000|gpu:2'\n")  # a partition: 8 CPUs, 64 GB, 2 GPUs
+    for tool in ("sbatch", "squeue", "scancel", "srun", "sacct", "sinfo"):
+        (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("REWIND_TMP_IS_SHARED", "1")  # the tests' folders live in /tmp
     return seen
@@ -75,18 +96,24 @@ def test_slurm_submits_arrays_chained_afterok_and_never_twice(tmp_path, capsys, 
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     files = sorted(seen.iterdir())
-    assert [f.name for f in files] == ["100.sh", "101.sh"]  # the trunks, then the branches: one array each
-    trunks, branches = (f.read_text() for f in files)
+    # The trunks as one array, then each replicate's branches as an array waiting for its own trunk only.
+    assert [f.name for f in files] == ["100.sh", "101.sh", "102.sh"]
+    trunks, rep0, rep1 = (f.read_text() for f in files)
     assert "#SBATCH --array=0-1%2" in trunks and "dependency" not in trunks
-    assert "#SBATCH --array=0-3%4" in branches and "#SBATCH --dependency=afterok:100_0:100_1" in branches
-    assert all(f"#SBATCH --{o}" in trunks for o in ("partition=gpu", "time=30", "account=lab", "qos=high"))
-    assert "submitted 2 jobs (100)" in out and "submitted 4 jobs (101) after afterok:100_0:100_1" in out
+    assert "#SBATCH --array=0-1%2" in rep0 and "#SBATCH --dependency=afterok:100_0\n" in rep0
+    assert "#SBATCH --dependency=afterok:100_1\n" in rep1
+    assert all(f"#SBATCH --{o}" in trunks for o in ("partition=gpu", "time=30", "account=lab", "qos=high",
+                                                    "kill-on-invalid-dep=yes", "requeue\n", "signal=USR2@60"))
+    # --device auto on a partition with GPUs: one GPU, 8 CPUs, 32 GB (the node has 64)
+    assert all(f"#SBATCH --{o}\n" in trunks for o in ("gpus-per-node=1", "cpus-per-task=8", "mem=32GB"))
+    assert "submitted 2 jobs (100)" in out and "submitted 2 jobs (101) after afterok:100_0: rep-00/imp-k0, " \
+        "rep-00/imp-k20" in out and "submitted 2 jobs (102) after afterok:100_1" in out
     # Nothing runs yet: the same command submits nothing more.
     code, out, _ = run_cli(args, capsys)
-    assert code == 0 and "nothing to submit: 6 runs are queued or running" in out and len(list(seen.iterdir())) == 2
+    assert code == 0 and "nothing to submit: 6 runs are queued or running" in out and len(list(seen.iterdir())) == 3
     code, out, _ = run_cli(["runs", "show", str(tmp_path / "study")], capsys)
     assert out.splitlines()[0] == f"study {tmp_path / 'study'}: 6 queued"
-    assert "rep-01/imp-k20  queued  101_3" in out
+    assert "rep-01/imp-k20  queued  102_1" in out
     code, _, err = run_cli(["runs", "summarize", str(tmp_path / "study")], capsys)
     assert code == 2 and "6 runs of" in err and "are not complete yet (rep-00/trunk, rep-00/imp-k0" in err
 
@@ -98,37 +125,60 @@ def test_a_failed_job_is_shown_with_its_last_line_and_resubmitted_alone(tmp_path
     plan = launch.latest_plan(tmp_path / "study")
     with pytest.raises(Exception):  # the branch job run before its trunk: the job itself says why
         worker.run_job(str(plan.folder() / f"plan-{plan.key()}.json"), "imp-k20")
-    state, detail = records.state(plan, plan.job("imp-k20"))
-    assert state == "failed" and "is not a rewind archive" in detail
+    state = records.state(plan, plan.job("imp-k20"))
+    assert state.state == "failed" and "is not a rewind archive" in state.detail
     code, out, _ = run_cli(args, capsys)
-    # The trunk is still queued: not sent again, and the resubmitted branch still waits for it.
+    # The trunk is still queued: not sent again, and the resubmitted branch still waits for it; the
+    # failed job, which the queue still lists, is cancelled first.
     assert code == 0 and "submitted 1 jobs (102) after afterok:100: imp-k20" in out
+    assert (tmp_path / "cancelled").read_text() == "101\n"
     assert "#SBATCH --dependency=afterok:100\n" in (seen / "102.sh").read_text()
 
 
 def test_a_local_job_whose_process_died_is_failed_and_sent_again(tmp_path):
     plan = imp.plan(tiny_config(rewind_iter="20"), out=tmp_path / "study")
     job = plan.job("imp-k20")
-    records.record(plan, {job.name: {"executor": "local", "job_id": "1", "driver_pid": os.getpid(),
-                                     "host": os.uname().nodename, "stderr": str(tmp_path / "job.err")}})
-    assert records.state(plan, job)[0] == "queued"  # its launcher (this process) is alive
+    records.record(plan, [(job, {"executor": "local", "job_id": "1", "driver_pid": os.getpid(),
+                                 "host": os.uname().nodename, "stderr": str(tmp_path / "job.err")})])
+    assert records.state(plan, job).state == "queued"  # its launcher (this process) is alive
     (tmp_path / "job.err").write_text("loading\nRuntimeError: CUDA out of memory\n")
     records.mark(plan, job, "running")
-    dead = json.loads((plan.folder() / "state" / "imp-k20.json").read_text())
+    state_file = plan.folder() / "state" / f"{job.key}.json"
+    dead = json.loads(state_file.read_text())
     dead["pid"] = 2 ** 22 + 1  # no such process (a job killed with SIGKILL writes nothing more)
-    (plan.folder() / "state" / "imp-k20.json").write_text(json.dumps(dead))
-    assert records.state(plan, job) == ("failed", "RuntimeError: CUDA out of memory")
+    state_file.write_text(json.dumps(dead))
+    assert records.state(plan, job) == records.State("failed", "RuntimeError: CUDA out of memory", 1)
     assert [j.name for j in submit.to_submit(plan)] == ["trunk", "imp-k20"]
 
 
-def test_a_partition_sbatch_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("said, expected", [
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+     "sbatch refused the jobs: Batch job submission failed: Invalid account or account/partition combination "
+     "specified; check --sbatch account="),
+    ("sbatch: error: Invalid generic resource (gres) specification",
+     "Invalid generic resource (gres) specification; the partition has no such GPUs: --gpus-per-job 0"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+     "Slurm's controller does not answer (sbatch: Batch job submission failed: Unable to contact slurm controller"),
+])
+def test_what_sbatch_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, said, expected):
     seen = _fake_sbatch(tmp_path, monkeypatch)
-    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
-                                            "exit 1\n")
-    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", "--partition", "gpux"), capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "sbatch refused the jobs" in err and "invalid partition specified: gpux" in err
-    assert not list(seen.iterdir()) and "trunk" not in records.submitted(launch.latest_plan(tmp_path / "study"))
+    (tmp_path / "bin" / "sbatch").write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")
+    code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm"), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not list(seen.iterdir()) and not (tmp_path / "study").exists()  # no plan, no pickle left behind
+
+
+def test_settings_slurm_cannot_meet_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    seen = _fake_sbatch(tmp_path, monkeypatch)
+    for extra, expected in ((["--partition", "gpux"], "--partition gpux: this cluster has no such partition (it "
+                                                      "has gpu; `sinfo` lists them)"),
+                            (["--sbatch", "acount=lab"], "--sbatch acount=lab: sbatch here has no option --acount"),
+                            (["--time-limit", "2"], "--time-limit 2 is too short: Slurm signals a job 60 to 120 s "
+                                                    "before its time limit"),
+                            (["--device", "cuda", "--gpus-per-job", "0"], "--device cuda needs a GPU per job")):
+        code, _, err = run_cli(tiny_imp(tmp_path, "--executor", "slurm", *extra), capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+        assert not list(seen.iterdir()) and not (tmp_path / "study").exists()
 
 
 def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
@@ -182,7 +232,8 @@ def test_local_jobs_train_what_inline_trains(tmp_path, capsys, monkeypatch):
     assert code == 0 and f"every run of {study} is complete" in out
     code, out, _ = run_cli(["runs", "show", str(study)], capsys)
     assert out.splitlines()[0] == f"study {study}: 3 complete"
-    assert json.loads((study / "launch" / "jobs.json").read_text())["imp-k20"]["executor"] == "local"
+    plan = launch.latest_plan(study)
+    assert json.loads((study / "launch" / "jobs.json").read_text())[plan.job("imp-k20").key]["executor"] == "local"
     inline = tmp_path / "inline"
     code, _, err = run_cli(tiny_imp(tmp_path, "--rewind-iter", "0,20", "--levels", "2", out="inline"), capsys)
     assert code == 0, err
@@ -205,13 +256,13 @@ def test_a_preempted_job_is_requeued_and_resumes_bit_for_bit(tmp_path, monkeypat
     while not (manifest.exists() and len(runs.read(tmp_path / "t").stage("trunk").steps()) >= 8):
         assert not job.done(), job.stderr()
         time.sleep(0.05)
-    worker_pid = json.loads((plan.folder() / "state" / "trunk.json").read_text())["pid"]
+    worker_pid = json.loads((plan.folder() / "state" / f"{plan.jobs[0].key}.json").read_text())["pid"]
     os.kill(worker_pid, signal.SIGUSR2)  # what Slurm sends the task before it preempts the job
     deadline = time.time() + 300
     while not launch.done(plan.jobs[0]):  # the requeued job (submitit's local executor restarts it) ends it
         assert time.time() < deadline, job.stdout()
         time.sleep(0.2)
-    state = json.loads((plan.folder() / "state" / "trunk.json").read_text())
+    state = json.loads((plan.folder() / "state" / f"{plan.jobs[0].key}.json").read_text())
     assert state["attempt"] == 2 and state["state"] == "finished"
     train(config, tmp_path / "inline")
     assert _same_checkpoints(tmp_path / "t", tmp_path / "inline") > 10

@@ -11,7 +11,8 @@ that finishes last writes the summary. The archive is the only state: a job that
 resubmitted by running the same command again and resumes from its last checkpoint.
 
 Nothing a job needs is pickled beyond the path of its plan file and its name: the plan is JSON
-(`launch/plan-<hash>.json` in the study folder), read back with `read_plan`.
+(`launch/plan-<hash>.json` in the study folder), read back with `read_plan`; `files` has every file
+of the launch folder and its validating reader.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from rewind.archive import run as runs
-from rewind.archive.atomic import write_text
 from rewind.errors import UserError
 
 
@@ -41,6 +41,12 @@ class Job:
     levels: int = 0  # an IMP branch: complete once it holds this many levels
     marker: str = ""  # a job that writes no run folder (an analysis): complete once this file exists
     more: tuple[str, ...] = ()  # further run folders it writes (runs stacked in one job with --parallel)
+
+    @property
+    def key(self) -> str:
+        """The job's identity: what it writes (not its name, which two studies in one folder may share)."""
+        what = json.dumps([self.path, *self.more, self.marker])
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -77,26 +83,22 @@ class Plan:
     def save(self) -> Path:
         """The plan as JSON in the study folder (what every job reads); also `launch/study.json`,
         the latest plan of this folder, which `rewind runs show` reads."""
-        path = self.folder() / f"plan-{self.key()}.json"
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
-        write_text(path, text)
-        write_text(self.folder() / "study.json", json.dumps({"plan": path.name}))
-        return path
+        from rewind.launch import files
+
+        return files.write_plan(self)
 
 
 def read_plan(path: str | Path) -> Plan:
-    try:
-        return Plan.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"cannot read the study plan {path}: {e}; run the study's command again to write it") from None
+    from rewind.launch import files
+
+    return files.read_plan(path)
 
 
 def latest_plan(out: str | Path) -> Plan | None:
     """The plan last launched into the study folder `out`, if any."""
-    pointer = Path(out) / "launch" / "study.json"
-    if not pointer.exists():
-        return None
-    return read_plan(pointer.parent / json.loads(pointer.read_text())["plan"])
+    from rewind.launch import files
+
+    return files.latest_plan(out)
 
 
 def study(plan: Plan):
@@ -116,6 +118,12 @@ def _complete(path: Path, levels: int) -> bool:
         return False
     data = runs.read(path).manifest.data
     return data.get("status") == "complete" and (not levels or data.get("levels_done", 0) >= levels)
+
+
+def progress(job: Job) -> int:
+    """How much of `job` the archive holds, as a count of its checkpoint files: a job that adds none in
+    a whole time slot makes no progress."""
+    return sum(1 for p in (job.path, *job.more) for _ in Path(p).rglob("*.safetensors"))
 
 
 def pending(plan: Plan) -> list[Job]:

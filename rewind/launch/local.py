@@ -24,7 +24,7 @@ def _mine(plan, job) -> bool:
     """Recorded as queued by this process before it started (the launcher wrote its pid)."""
     from rewind.launch import records
 
-    return records.submitted(plan).get(job.name, {}).get("driver_pid") == os.getpid()
+    return records.submitted(plan).get(job.key, {}).get("driver_pid") == os.getpid()
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import traceback
 from pathlib import Path
 
 import submitit
 
+from rewind import config as cfg
 from rewind.archive.atomic import write_text
 from rewind.archive.lock import FolderLock
 from rewind.errors import UserError
-from rewind.launch import Plan, done, pending, read_plan, records, study
+from rewind.launch import Plan, done, files, pending, progress, read_plan, records, slurm, study
 
 
 def run_job(plan_file: str, name: str) -> str:
@@ -35,7 +37,7 @@ def run_job(plan_file: str, name: str) -> str:
 
 
 def _run(plan: Plan, plan_file: str, job) -> None:
-    records.mark(plan, job, "running")
+    records.mark(plan, job, "running", started=time.time(), progress=progress(job))
     try:
         if not done(job):
             study(plan).execute(plan, job)
@@ -54,13 +56,31 @@ def summarize_if_last(plan: Plan) -> bool:
     if pending(plan):
         return False
     with FolderLock(plan.folder() / "summary", wait=True):  # one writer; a second one rewrites the same
+        for folder in (Path(p) for j in plan.jobs for p in (j.path, *j.more)):
+            if folder.is_dir():  # a job that has just completed its run may still hold its folder's lock
+                FolderLock(folder, wait=True).acquire().release()
         study(plan).summarize(plan)
     return True
 
 
 class Task(submitit.helpers.Checkpointable):
-    """A job that Slurm preempts or times out is requeued with the same arguments and resumes from
-    the archive's last checkpoint."""
+    """A job that Slurm preempts, or whose time slot ends, is requeued with the same arguments and
+    resumes from the archive's last checkpoint, as often as it needs while each time slot saves one."""
 
     def __call__(self, plan_file: str, name: str) -> str:
         return run_job(plan_file, name)
+
+    def checkpoint(self, plan_file: str, name: str) -> submitit.helpers.DelayedSubmission | None:
+        """Called on Slurm's signal: requeue the job, unless a whole time slot saved no checkpoint
+        (the job would never finish): then it fails, saying so."""
+        plan = read_plan(plan_file)
+        job = plan.job(name)
+        own = files.read_state(plan.out, job.key)
+        limit = cfg.LaunchConfig(**plan.config.get("launch", {})).time_limit
+        ran = time.time() - own.get("started", time.time())
+        slot_ended = ran >= limit * 60 - slurm.SIGNAL_LEAD_S - slurm.SIGNAL_EARLY_S
+        if slot_ended and progress(job) <= own.get("progress", 0):
+            records.mark(plan, job, "failed", f"no checkpoint was saved in a whole time slot of --time-limit {limit} "
+                                              "min: give a longer --time-limit (or a smaller --save-every)")
+            return None
+        return super().checkpoint(plan_file, name)

@@ -56,8 +56,10 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
 def stats_plan(root: str | Path, overrides: dict | None = None, launch_settings: dict | None = None) -> launch.Plan:
     root = Path(root)
     runs.read_trunk(root)
+    # Complete once a job has written the report with these settings (its own marker, written when it ends).
+    key = runs.identity_hash(overrides or {})
     job = launch.Job("stats", str(root / "trunk" / "analysis"), "early-phase statistics of every checkpoint, "
-                     "mask overlaps", marker=str(root / "trunk" / "analysis" / "early_phase.csv"))
+                     "mask overlaps", marker=str(root / "launch" / f"done-stats-{key}.json"))
     return launch.Plan("rewind.studies.stats", str(root), {"launch": launch_settings or {}}, (job,),
                        {"overrides": overrides or {}})
 
