@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from rewind import models
 from rewind.archive.atomic import write_bytes
-from rewind.archive.checkpoints import sha256
+from rewind.archive.checkpoints import read_masks, sha256
 
 Masks = dict[str, torch.Tensor]
 
@@ -63,5 +62,7 @@ def save(path: str | Path, masks: Masks) -> str:
     return sha256(blob)
 
 
-def load(path: str | Path) -> Masks:
-    return {k: v.bool() for k, v in st_load(Path(path).read_bytes()).items()}
+def load(path: str | Path, expected: str | None = None) -> Masks:
+    """The masks saved at `path`, checked against `expected` (its sha256 in the manifest) when given."""
+    advice = "restore it, or delete its level folder to train that level again"
+    return read_masks(Path(path), expected, advice)
