@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 from conftest import run_cli
 from rewind.errors import UserError
@@ -185,6 +186,11 @@ DAMAGE = [
     ("mask-garbage-with-its-hash", "trunk", lambda r: resealed(
         r / one("branches/imp-*", r).relative_to(r), "level_01/mask.safetensors", b"garbage"),
      lambda r, c: ["stats", str(r), "--data-dir", str(c)], 2, "mask"),
+    ("mask-of-another-model", "trunk", lambda r: resealed(
+        r / one("branches/imp-*", r).relative_to(r), "level_01/mask.safetensors",
+        st_save({"fc.weight": torch.ones(3, dtype=torch.bool)})),
+     lambda r, c: ["imp", "--from", str(r), "--levels", "2", "--rewind-iter", "25", "--data-dir", str(c)],
+     2, "does not fit the model"),
     ("mask-flipped", "trunk", lambda r: flip(one("branches/imp-*/level_01/mask.safetensors", r)),
      lambda r, c: ["stats", str(r), "--data-dir", str(c)], 2, "corrupt"),
     ("interpolation-cut", "trunk", lambda r: cut(one("branches/stability-*/interpolation.csv", r), keep_lines=2),

@@ -15,6 +15,7 @@ from torch import nn
 from rewind import models
 from rewind.archive.atomic import write_bytes
 from rewind.archive.checkpoints import read_masks, sha256
+from rewind.errors import UserError
 
 Masks = dict[str, torch.Tensor]
 
@@ -62,7 +63,11 @@ def save(path: str | Path, masks: Masks) -> str:
     return sha256(blob)
 
 
-def load(path: str | Path, expected: str | None = None) -> Masks:
-    """The masks saved at `path`, checked against `expected` (its sha256 in the manifest) when given."""
+def load(path: str | Path, expected: str | None = None, like: Masks | None = None) -> Masks:
+    """The masks saved at `path`, checked against `expected` (its sha256 in the manifest) when given,
+    and to hold a mask of each shape of `like` (the model's) when given."""
     advice = "restore it, or delete its level folder to train that level again"
-    return read_masks(Path(path), expected, advice)
+    masks = read_masks(Path(path), expected, advice)
+    if like is not None and {k: v.shape for k, v in masks.items()} != {k: v.shape for k, v in like.items()}:
+        raise UserError(f"mask {path} does not fit the model (its weights or their shapes differ); {advice}")
+    return masks

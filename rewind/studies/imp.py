@@ -381,13 +381,13 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     key = f"level_{level:02d}/mask.safetensors"
     file = branch.root / key
     if key in branch.manifest.files and file.exists():
-        return M.load(file, branch.manifest.files[key])
+        return M.load(file, branch.manifest.files[key], like=masks)
     imp = config.imp
     if plain is not None:
         plain_run = runs.read(plain)
         if key not in plain_run.manifest.files:
             raise UserError(f"the plain IMP branch {plain} has no level {level}; run it with --levels {level} first")
-        new = M.load(plain / key, plain_run.manifest.files[key])
+        new = M.load(plain / key, plain_run.manifest.files[key], like=masks)
         if imp.control == "random-prune":
             new = magnitude.random_like(new, seeds.derive(imp.control_seed, "random-prune", level))
     else:
