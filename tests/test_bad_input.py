@@ -178,6 +178,13 @@ DAMAGE = [
     ("weights-of-another-step", "cut", lambda r: resealed(
         r, CKPT.format(25, "safetensors"), (r / CKPT.format(20, "safetensors")).read_bytes()),
      lambda r, c: ["train", "--out", str(r), *tiny(c)], 2, "holds iteration '20'"),
+    ("weights-of-another-model", "trunk", lambda r: resealed(r, CKPT.format(10, "safetensors"), st_save(
+        {"fc.weight": torch.zeros(3, 3)}, metadata={"step": "10"})),
+     lambda r, c: ["imp", "--from", str(r), "--levels", "1", "--rewind-iter", "10", "--data-dir", str(c)],
+     2, "does not fit the model"),
+    ("weights-of-another-model-stats", "trunk", lambda r: resealed(r, CKPT.format(10, "safetensors"), st_save(
+        {"fc.weight": torch.zeros(3, 3)}, metadata={"step": "10"})),
+     lambda r, c: ["stats", str(r), "--data-dir", str(c)], 2, "does not fit the model"),
     ("stats-final-checkpoint-deleted", "trunk", lambda r: (r / CKPT.format(30, "safetensors")).unlink(),
      lambda r, c: ["stats", str(r), "--data-dir", str(c)], 2, "it00000030.safetensors"),
     ("imp-final-checkpoint-deleted", "trunk", lambda r: (r / CKPT.format(30, "safetensors")).unlink(),

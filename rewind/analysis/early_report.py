@@ -71,14 +71,20 @@ def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, 
     run, setup = reopen(run_root, overrides)
     st = run.stage(stage)
     held, end = st.steps(), final_checkpoint(run, st)
-    init, final = st.load(0).tensors, st.load(end).tensors  # the references of `*_init` and `*_final`
-    tests = logged_tests(st)
     model = setup.new_model()
+
+    def weights(step: int) -> dict[str, torch.Tensor]:
+        checkpoint = st.load(step)
+        checkpoint.into(model)  # refused, naming the file, if it does not fit the model
+        return checkpoint.tensors
+
+    init, final = weights(0), weights(end)  # the references of `*_init` and `*_final`
+    tests = logged_tests(st)
     images, labels = fixed_batch(setup, grad_examples)
     normalize = Normalizer.from_dataset(setup.data, setup.device)
     rows = []
     for step in held if steps is None else sorted(set(steps)):
-        sd = init if step == 0 else final if step == end else st.load(step).tensors
+        sd = init if step == 0 else final if step == end else weights(step)
         acc, loss = tests.get(step, (math.nan, math.nan))
         if step not in tests and evaluate_missing:
             load_weights(model, sd)
@@ -90,9 +96,9 @@ def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, 
 
 
 def final_checkpoint(run: runs.Run, stage: Stage) -> int:
-    """The step of a stage's final checkpoint: a trunk's end (its length, or where stopping by fit ended
-    it), else the last one held; UserError when it was deleted."""
-    if stage.rel == "trunk" and run.manifest.data.get("kind") == "trunk":
+    """The step of a stage's final checkpoint: a complete trunk's end (its length, or where stopping by fit
+    ended it; UserError when it was deleted), else the last one held."""
+    if stage.rel == "trunk" and run.manifest.data.get("kind") == "trunk" and run.status == "complete":
         end = runs.final_step(run)
         if not stage.has(end):
             raise UserError(f"the final checkpoint {stage.checkpoint_dir / f'it{end:08d}.safetensors'} of {run.root} "

@@ -337,7 +337,10 @@ class Branch:
             trunk_run = runs.read(self.root)
             trunk_stage = trunk_run.stage("trunk")
             self.rewind = trunk_stage.load(k, with_state=c.imp.rewind_optimizer)
-            self.weights = trunk_stage.load(self.setup.plan.total).tensors  # what level 1 prunes
+            final = trunk_stage.load(self.setup.plan.total)
+            for checkpoint in (self.rewind, final):  # refused here, naming the file, if not of the model
+                checkpoint.into(self.setup.new_model())
+            self.weights = final.tensors  # what level 1 prunes
         except BaseException as e:  # refused: the run folder as it was (`open_run`)
             self._ctx.__exit__(type(e), e, e.__traceback__)
             raise

@@ -423,8 +423,9 @@ def start_model(setup: Setup, a: ArmSpec, out: Path) -> torch.nn.Module:
         return setup.new_model()
     root = out / a.setting
     step = trunk_end(root) if a.start is None else a.start
-    weights = runs.read(root).stage("trunk").load(step).tensors
-    return start_from(setup, a.arm, weights, setup.config, a.op)
+    first = runs.read(root).stage("trunk").load(step)
+    first.into(setup.new_model())  # refused here, naming the file, if it does not fit the model
+    return start_from(setup, a.arm, first.tensors, setup.config, a.op)
 
 
 def start_from(setup: Setup, arm: str, first_weights: dict[str, torch.Tensor], config: cfg.Config,
