@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +20,7 @@ _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
 
 TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime", "launch")
+IMP_SECTIONS = ("data", "model", "train", "pretrain", "imp", "study", "runtime", "launch")  # no other study's
 
 
 def dry_run_option(fn: Callable) -> Callable:
@@ -111,7 +114,7 @@ def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> N
 
 
 @cli.command()
-@config_options()
+@config_options(IMP_SECTIONS)
 @dry_run_option
 @click.option("--out", type=click.Path(file_okay=False), help="train a trunk into this archive first, e.g. runs/NAME")
 @click.option("--from", "from_", type=click.Path(file_okay=False), help="reuse this trunk archive (never retrained)")
@@ -183,7 +186,7 @@ def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any)
     """
     from rewind.studies.plasticity import plan, run
 
-    config = build_config(config_file, options)
+    config = cfg.settle_recipe(build_config(config_file, options), config_file, set(given(options)))
     if launched(config.launch, lambda: plan(config, out), dry_run):
         return
     table = run(config, out)
@@ -321,16 +324,24 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.argument("root", default="runs", type=click.Path())
-def runs_list(root: str) -> None:
+@click.argument("root", required=False, type=click.Path())
+def runs_list(root: str | None) -> None:
     """Every archive under ROOT (default runs/)."""
     from rewind.archive.summary import run_rows
 
-    rows = run_rows(Path(root))
-    if not rows:
-        click.echo(f"no archives under {root}")
+    if root is None and not Path("runs").exists():  # nothing trained here yet; a ROOT given must exist
+        click.echo("no archives under runs (it does not exist yet)")
         return
-    click.echo(_table(rows))
+    root = root or "runs"
+    rows, unreadable = run_rows(Path(root))
+    if rows:
+        click.echo(_table(rows))
+    elif not unreadable:
+        click.echo(f"no archives under {root}")
+    for line in unreadable:  # each on its own line, after the rest is listed; then exit status 2
+        click.echo(f"rewind: error: {line}", err=True)
+    if unreadable:
+        sys.exit(2)
 
 
 @runs.command("show")
@@ -385,24 +396,54 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"rewind: error: {message}", err=True)
+    click.echo(f"rewind: error: {one_line(message)}", err=True)
     sys.exit(code)
 
 
-def main() -> None:
+def one_line(message: str) -> str:
+    """A message as the one line the CLI prints: line breaks folded, no Python object reprs."""
+    message = re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "the data", message)
+    return " ".join(message.split())
+
+
+def _invoke(args: list[str]) -> Any:
+    """Run the command line `args`; click's own handling of Ctrl-C (a blank line first) left out."""
     try:
-        code = cli.main(standalone_mode=False)
-    except UserError as e:
-        _fail(str(e))
-    except click.ClickException as e:
-        _fail(e.format_message().replace("\n", " "))
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        _fail("interrupted; run the same command again to resume where it stopped", 130)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            _fail("disk full; nothing saved earlier was changed. Free some space and run the same command again")
-        _fail(f"{e.strerror or e}: {e.filename or ''} (check the path and its permissions)")
+        with cli.make_context("rewind", args) as ctx:
+            return cli.invoke(ctx)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+
+
+def main() -> None:
+    """The `rewind` command: one line and exit status 2 for what the user can fix, 130 after Ctrl-C
+    (the shell's convention for a command stopped by SIGINT). Warnings raised while the command runs
+    (torch's, ...) are held back and shown once it succeeds: never before the one line of a refusal."""
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            code = _invoke(sys.argv[1:])
+        except UserError as e:
+            _fail(str(e))
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            if sys.stderr.isatty():
+                click.echo(err=True)  # ends the terminal's echoed ^C line
+            _fail("interrupted; run the same command again to resume where it stopped", 130)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                _fail("disk full; nothing saved earlier was changed. Free some space and run the same command again")
+            _fail(f"{e.strerror or e}: {e.filename or ''} (check the path and its permissions)")
+        except BaseException:
+            _show(held)  # an unexpected error: its traceback follows what was warned before it
+            raise
+    _show(held)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -48,6 +49,8 @@ def _f(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...
 def _check_value(f: dataclasses.Field, value: Any) -> None:
     """UserError unless `value` is one of the field's choices or in its valid range."""
     choices, valid = f.metadata.get("choices"), f.metadata.get("valid")
+    if isinstance(value, float):
+        finite(f.name, value)
     if choices and value not in choices:
         raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
     if valid and value is not None:
@@ -361,7 +364,9 @@ def sbatch_options(text: str) -> dict[str, str]:
         if not sep or not key.strip() or not value.strip():
             raise UserError(f"bad sbatch parameter {part!r}: write KEY=VALUE pairs separated by commas, "
                             "e.g. 'account=abc,qos=high'")
-        out[key.strip().replace("_", "-")] = value.strip()
+        if (key := key.strip().replace("_", "-")) in out:
+            raise UserError(f"sbatch parameter {key} is given twice ({text!r}); give it once")
+        out[key] = value.strip()
     return out
 
 
@@ -429,10 +434,12 @@ class Config:
 
     def with_optimizer(self, kind: str, lr: float | None = None) -> "Config":
         """This config training with optimizer `kind` (and `lr`), the settings only other optimizers
-        take left unset: a later phase's optimizer."""
+        take left unset: a later phase's optimizer, or one first phase of `--optimizers` (which then
+        lists no others)."""
         unset = {"momentum": None, "nesterov": False, "betas": "", "eps": None, "alpha": None}
         values = {k: v for k, v in unset.items() if kind not in OPTIMIZER_FIELDS[k]}
-        return self.with_values(optimizer=kind, lr=lr or self.train.lr, second_optimizer="same", **values)
+        return self.with_values(optimizer=kind, lr=lr or self.train.lr, second_optimizer="same", optimizers="",
+                                **values)
 
     def with_values(self, **values: Any) -> "Config":
         """A copy with fields replaced by name (`lr=0.05`), whatever section they live in."""
@@ -495,6 +502,7 @@ def _validate(config: Config) -> None:
         steps.check(flat[name], name)
     for name in STEP_LIST_FIELDS:
         steps.check_list(flat[name], name)
+    steps.parse_list(t.lr_milestones, 10**9, "lr_milestones", unique=True)  # early; again once epochs are known
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             _check_value(f, getattr(getattr(config, section), f.name))
@@ -518,7 +526,10 @@ def _validate(config: Config) -> None:
                         "run them as two branches")
     from rewind.data.phases import parse_list
 
-    parse_list(t.deficit, 10**9)  # the syntax, early; windows in epochs are checked once epochs are known
+    phases = parse_list(t.deficit, 10**9)  # the syntax, early; windows in epochs are checked once epochs are known
+    if twice := next((p for i, p in enumerate(phases) if p in phases[:i]), None):
+        raise UserError(f"deficit (--deficit) lists {twice.kind} with the same window twice ({t.deficit!r}); "
+                        "give it once")
     p = config.pretrain
     if p.pretrain != "none" and steps.parse(p.pretrain_steps, 1, "pretrain_steps") == 0:
         default = PRETRAIN_DEFAULTS[p.pretrain]["pretrain_steps"]
@@ -534,9 +545,28 @@ def _validate(config: Config) -> None:
     _check_optimizers(config)
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a setting (`--data` for `source`, else `--name-with-dashes`)."""
+    found = all_fields().get(name)
+    return (found[1].metadata.get("flag") if found else None) or "--" + name.replace("_", "-")
+
+
+def option(name: str) -> str:
+    """How the user writes a setting: `name (--flag)` (the TOML key, then the flag)."""
+    return f"{name} ({flag(name)})"
+
+
+def finite(name: str, value: float, where: str = "") -> None:
+    """UserError unless `value` is a finite number: every float setting passes here (TOML and click
+    both read inf and nan)."""
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value!r} ({flag(name)}" + (f", in {where})" if where
+                                                                                          else ")"))
+
+
 def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, strict: bool = False) -> list:
-    """'0.3,0.6,1.0' -> [0.3, 0.6, 1.0] (ints for kind=int), each at least `at_least` (above it if
-    `strict`); '' gives []."""
+    """'0.3,0.6,1.0' -> [0.3, 0.6, 1.0] (ints for kind=int), each a finite number at least `at_least`
+    (above it if `strict`), none twice; '' gives []."""
     out = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
@@ -545,10 +575,13 @@ def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, str
             value = kind(part)
         except ValueError:
             value = None
-        if value is None or value < at_least or (strict and value == at_least):
+        if value is None or not math.isfinite(value) or value < at_least or (strict and value == at_least):
             unit = "whole numbers" if kind is int else "numbers"
             raise UserError(f"{what} must be comma-separated {unit} {'>' if strict else '>='} {at_least:g}, e.g. "
-                            f"'{'1,2' if kind is int else '0.3,0.6'}'; got {text!r}")
+                            f"'{'1,2' if kind is int else '0.3,0.6'}'; got {text!r}"
+                            + (f" ({flag(what)})" if what in all_fields() else ""))
+        if value in out:
+            raise UserError(f"{option(what)} lists {part} twice ({text!r}): each value is one run; give it once")
         out.append(value)
     return out
 
@@ -578,16 +611,23 @@ def _check_warm(w: "WarmConfig") -> None:
     """The warm-start lists: numbers in range, and one value each where only one makes sense."""
     for name in ("shrink", "perturb_sigma"):
         if not numbers(getattr(w, name), name):
-            raise UserError(f"{name} needs a value, e.g. '0.6'")
+            raise UserError(f"{option(name)} needs a value, e.g. '0.6'")
     numbers(w.second_lr, "second_lr", strict=True)
     numbers(w.first_lr, "first_lr", strict=True)
     numbers(w.reset_from, "reset_from", int, 1)
-    optimizer_list(w.optimizers)
+    entries = optimizer_list(w.optimizers)
+    if twice := next((e for i, e in enumerate(entries) if e in entries[:i]), None):
+        raise UserError(f"{option('optimizers')} lists {':'.join(str(v) for v in twice if v is not None)} twice "
+                        f"({w.optimizers!r}): each entry is one first phase; give it once")
+    for name in ("stages", "stage_ratio", "transition_gamma"):  # the values their studies sweep
+        if not str(getattr(w, name)).strip():
+            raise UserError(f"{option(name)} needs at least one value, e.g. "
+                            f"'{ {'stages': '1,2,4', 'stage_ratio': '0,0.5'}.get(name, '0.9,0.99')}'")
     numbers(w.stages, "stages", int, 1)
     if any(r > 1 for r in numbers(w.stage_ratio, "stage_ratio")):
-        raise UserError(f"stage_ratio must be in [0, 1]; got {w.stage_ratio!r}")
+        raise UserError(f"{option('stage_ratio')} must be in [0, 1]; got {w.stage_ratio!r}")
     if any(g > 1 for g in numbers(w.transition_gamma, "transition_gamma")):
-        raise UserError(f"transition_gamma must be in [0, 1]; got {w.transition_gamma!r}")
+        raise UserError(f"{option('transition_gamma')} must be in [0, 1]; got {w.transition_gamma!r}")
     numbers(w.widths, "widths", int, 1)
     numbers(w.depths, "depths", int, 1)
     parts = [p.strip() for p in w.first_steps.split(",") if p.strip()]
@@ -596,6 +636,76 @@ def _check_warm(w: "WarmConfig") -> None:
             steps.check(p, "first_steps")
     if parts:
         steps.check(parts[-1], "first_steps")
+
+
+# Settings only some studies use, by the study (or mode) that uses them: given to another, they would
+# change nothing, so `check_used` refuses them. (A setting is given when it is not at its default.)
+WARM_USES = {
+    "first_steps": ("length",), "first_lr": ("lr",), "widths": ("size",), "depths": ("size",),
+    "transition_gamma": ("transition",), "stages": ("stages",), "stage_ratio": ("stages",),
+    "stage_shrink": ("stages",), "reset_from": ("reset",), "reset_layers": ("arms",),
+    "shrink": ("arms", "shrink", "stages+shrink"), "perturb_sigma": ("arms", "shrink", "stages+shrink"),
+    "warm_fraction": tuple(s for s in STUDIES if s != "stages"),
+    "warm_bn_stats": (*(s for s in STUDIES if s not in ("transition", "stages")), "stages+shrink"),
+    "optimizer_state": tuple(s for s in STUDIES if s != "transition"),
+}
+# Lists of which a study other than the one named takes a single value.
+WARM_SWEEPS = {"second_lr": "lr", "shrink": "shrink", "perturb_sigma": "shrink"}
+
+
+def _warm_mode(study: str, stage_shrink: bool) -> str:
+    return study + ("+shrink" if study == "stages" and stage_shrink else "")
+
+
+def settle_recipe(config: "Config", path: str | Path | None, flags: set[str]) -> "Config":
+    """A recipe file serves every warm-start study: the settings it gives for its own study (its
+    `study`, arms by default) that the study chosen on the command line does not use go back to
+    their defaults, so they are neither refused nor recorded. A file setting its own study does not
+    use, and any such option on the command line, stay for `check_used` to refuse."""
+    table = _read(path).get("warm", {})
+    table = table if isinstance(table, dict) else {}
+    own = _warm_mode(str(table.get("study", _default("study"))), bool(table.get("stage_shrink", False)))
+    chosen = _warm_mode(config.warm.study, config.warm.stage_shrink)
+    back = {name: _default(name) for name, users in WARM_USES.items()
+            if name in table and name not in flags and own in users and chosen not in users}
+    return config.with_values(**back) if back else config
+
+
+def check_used(config: "Config", command: str) -> None:
+    """UserError for a setting the chosen study (`command`: warm-start, critical-period or imp) does not
+    use, naming the study or mode that does."""
+    def given(section: str, name: str) -> bool:
+        return getattr(getattr(config, section), name) != _default(name)
+
+    if command == "warm-start":
+        w = config.warm
+        mode = _warm_mode(w.study, w.stage_shrink)
+        for name, users in WARM_USES.items():
+            if given("warm", name) and w.study not in users and mode not in users:
+                names = ", ".join(u.replace("+shrink", " with --stage-shrink") for u in users)
+                raise UserError(f"{option(name)} is not used by --study {w.study}; it is a setting of --study {names}")
+        for name, study in WARM_SWEEPS.items():
+            if w.study != study and len(numbers(getattr(w, name), name)) > 1:
+                raise UserError(f"--study {w.study} takes one {option(name)}, got {getattr(w, name)!r}; sweep "
+                                f"several with --study {study}")
+    elif command == "critical-period":
+        c = config.critical
+        unused = [("switch_at", "--window (whose windows start at --starts)"),
+                  ("direction", "--window (deficit during each window)")] if c.window.strip() else \
+                 [("starts", "no --window (the switch points are --switch-at)")]
+        if c.total_steps.strip():
+            unused.append(("after", "--total-steps (every arm ends there)"))
+        for name, why in unused:
+            if given("critical", name):
+                raise UserError(f"{option(name)} is not used with {why}; drop it")
+    elif command == "imp":
+        i = config.imp
+        if given("imp", "perturb_scale") and i.perturb != "noise":
+            raise UserError(f"{option('perturb_scale')} is a setting of --perturb noise (this run perturbs: "
+                            f"{i.perturb}); drop it")
+        if given("imp", "control_seed") and i.control == "none" and i.perturb == "none":
+            raise UserError(f"{option('control_seed')} seeds a --control or --perturb, and this run has neither; "
+                            "drop it")
 
 
 def base_type(f: dataclasses.Field) -> str:
@@ -635,29 +745,48 @@ def betas(text: str) -> list[float]:
 
 
 def _check_optimizers(config: Config) -> None:
-    """Each optimizer setting given is one an optimizer of the run takes; betas and nesterov make sense."""
-    t = config.train
-    used = {t.optimizer}
+    """One rule for every optimizer a command trains with, whether it comes from `--optimizer`,
+    `--optimizers` (each entry), `--pretrain-optimizer` or `--second-optimizer`: each optimizer
+    setting given is one at least one of them takes; betas and nesterov make sense."""
+    t, w = config.train, config.warm
+    entries = optimizer_list(w.optimizers)
+    # With --optimizers, its entries are the first phases' optimizers (a first phase built from one
+    # trains with that entry's kind as --optimizer).
+    kinds = [entry[0] for entry in entries]
+    if kinds and t.optimizer not in kinds and t.optimizer != _default("optimizer"):
+        raise UserError(f"--optimizer {t.optimizer} is not used: --optimizers ({w.optimizers}) sets the optimizer "
+                        "of every first phase; drop one of them")
+    used = set(kinds or [t.optimizer])
     if config.pretrain.pretrain != "none" and config.pretrain.pretrain_optimizer != "same":
         used.add(config.pretrain.pretrain_optimizer)
-    if config.warm.second_optimizer != "same":
-        used.add(config.warm.second_optimizer)
+    if w.second_optimizer != "same":
+        used.add(w.second_optimizer)
     given = {"momentum": t.momentum is not None, "nesterov": t.nesterov, "betas": bool(t.betas.strip()),
              "eps": t.eps is not None, "alpha": t.alpha is not None}
     for name, takers in OPTIMIZER_FIELDS.items():
         if given[name] and not used & set(takers):
             raise UserError(f"{name} is a setting of {' and '.join(takers)}, and this run uses "
-                            f"{', '.join(sorted(used))}; drop --{name}, or choose --optimizer {takers[0]}")
+                            f"{', '.join(sorted(used))}; drop --{name}, or choose an optimizer that takes it "
+                            f"(e.g. --optimizer {takers[0]})")
+    for kind, *own in entries:  # an entry's own settings after its learning rate (KIND:LR:MOMENTUM)
+        if len(own) > 1 and own[1] is not None and kind not in OPTIMIZER_FIELDS["momentum"]:
+            raise UserError(f"momentum is a setting of {' and '.join(OPTIMIZER_FIELDS['momentum'])}, and the "
+                            f"--optimizers entry {kind} takes none; drop it there")
     betas(t.betas)
     if t.nesterov and optimizer_settings(t, "sgd")["momentum"] == 0:
         raise UserError("nesterov needs a momentum above 0; drop --nesterov or set --momentum")
+
+
+def _default(name: str) -> Any:
+    return all_fields()[name][1].default
 
 
 def _coerce(name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     if value is None and str(f.type).endswith("| None"):
         return None  # optional: the optimizer's (or phase's) default
     want = {"str": str, "int": int, "float": float, "bool": bool}[base_type(f)]
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
+    if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        finite(name.rpartition(".")[2], value, "" if where == "options" else where)
         return float(value)
     if want is str and isinstance(value, (int, float, list)) and not isinstance(value, bool):
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -755,9 +884,13 @@ def _read(path: str | Path | None) -> dict[str, Any]:
         raise UserError(f"config file {p} is not valid TOML: {e}") from None
 
 
-def to_toml(config: Config | dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for section, table in (config if isinstance(config, dict) else config.to_dict()).items():
+def to_toml(config: Config | dict[str, Any]) -> str:
+    """TOML text of a config (or of a manifest's recorded settings: top-level values first, then tables)."""
+    d = config if isinstance(config, dict) else config.to_dict()
+    lines = [f"{key} = {json.dumps(value)}" for key, value in d.items() if not isinstance(value, dict)
+             and value is not None]
+    lines += [""] if lines else []
+    for section, table in ((k, v) for k, v in d.items() if isinstance(v, dict)):
         lines.append(f"[{section}]")
         for key, value in table.items():
             if value is not None:  # an optional field left to its default (TOML has no null)
@@ -766,14 +899,16 @@ def to_toml(config: Config | dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def diff(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str]:
-    """'section.key: a -> b' for every value that differs between two config dicts."""
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """'section.key: a -> b' for every value that differs between two config dicts (of sections, or
+    flat, as the deep-linear studies' identities are, or nested deeper)."""
     out = []
-    for section in sorted(set(a) | set(b)):
-        ta, tb = a.get(section, {}), b.get(section, {})
-        for key in sorted(set(ta) | set(tb)):
-            if ta.get(key) != tb.get(key):
-                out.append(f"{section}.{key}: {ta.get(key)!r} -> {tb.get(key)!r}")
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
     return out
 
 

@@ -34,9 +34,13 @@ def parse(text: str, iterations_per_epoch: int, what: str = "step") -> int:
     return epochs * iterations_per_epoch + its
 
 
-def parse_list(text: str, iterations_per_epoch: int, what: str = "step") -> list[int]:
-    """A comma-separated list of steps, e.g. '80ep,120ep'; empty text gives an empty list."""
-    return [parse(p, iterations_per_epoch, what) for p in str(text).split(",") if p.strip()]
+def parse_list(text: str, iterations_per_epoch: int, what: str = "step", unique: bool = False) -> list[int]:
+    """A comma-separated list of steps, e.g. '80ep,120ep'; empty text gives an empty list. `unique`:
+    a step named twice (also as '1ep' and '391it') is an error."""
+    out = [parse(p, iterations_per_epoch, what) for p in str(text).split(",") if p.strip()]
+    if unique and (twice := next((s for i, s in enumerate(out) if s in out[:i]), None)) is not None:
+        raise UserError(f"{what} {text!r} names iteration {twice} twice; give it once")
+    return out
 
 
 def check_list(text: str, what: str = "step") -> None:

@@ -138,9 +138,10 @@ def test_every_numeric_field_refuses_a_value_outside_its_range(name, tmp_path, c
     with pytest.raises(UserError, match=f"^{name} must be "):
         cfg.load(None, {name: value})
     flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
-    code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), flag, str(value)], capsys) \
-        if cfg.all_fields()[name][0] in ("data", "model", "train", "pretrain", "runtime") \
-        else run_cli(["imp", "--out", str(tmp_path / "r"), flag, str(value)], capsys)
+    section = cfg.all_fields()[name][0]
+    command = {"warm": ["warm-start"], "critical": ["critical-period", "--deficit", "blur"]}.get(
+        section, ["train"] if section in ("data", "model", "train", "pretrain", "runtime") else ["imp"])
+    code, _, err = run_cli([*command, "--out", str(tmp_path / "r"), flag, str(value)], capsys)
     assert code == 2 and err.startswith(f"rewind: error: {name} must be ") and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
 

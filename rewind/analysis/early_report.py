@@ -28,6 +28,7 @@ from rewind.analysis.early import (STATISTICS, grad_norm, layer_of, load_weights
                                    weight_stats, whole_first)
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text
+from rewind.archive.stage import Stage
 from rewind.data.loader import Normalizer
 from rewind.errors import UserError
 from rewind.train.evaluate import evaluate
@@ -45,11 +46,12 @@ def fixed_batch(setup: Setup, examples: int, seed: int = 0) -> tuple[torch.Tenso
     return Normalizer.from_dataset(setup.data, setup.device)(images), setup.data.train_y[idx].to(setup.device)
 
 
-def logged_tests(metrics_csv: Path) -> dict[int, tuple[float, float]]:
-    """step -> (test acc, test loss) as the trainer logged them."""
-    if not metrics_csv.exists():
+def logged_tests(stage: Stage) -> dict[int, tuple[float, float]]:
+    """step -> (test acc, test loss) as the trainer logged them (in the stage's metrics.csv, read only
+    when whole)."""
+    if not (stage.dir / "metrics.csv").exists() and not stage.manifest.files.get(stage.metrics_key()):
         return {}
-    df = pd.read_csv(metrics_csv)
+    df = stage.metrics()
     tests = df[df.split == "test"]
     return {int(s): (float(a), float(lo)) for s, a, lo in zip(tests.step, tests.acc, tests.loss)}
 
@@ -68,17 +70,21 @@ def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, 
     """
     run, setup = reopen(run_root, overrides)
     st = run.stage(stage)
-    held = st.steps()
-    if not held or held[0] != 0:
-        raise UserError(f"{st.dir} holds no checkpoint at iteration 0, the reference of every `*_init` statistic")
-    init, final = st.load(0).tensors, st.load(held[-1]).tensors
-    tests = logged_tests(st.dir / "metrics.csv")
+    held, end = st.steps(), final_checkpoint(run, st)
     model = setup.new_model()
+
+    def weights(step: int) -> dict[str, torch.Tensor]:
+        checkpoint = st.load(step)
+        checkpoint.into(model)  # refused, naming the file, if it does not fit the model
+        return checkpoint.tensors
+
+    init, final = weights(0), weights(end)  # the references of `*_init` and `*_final`
+    tests = logged_tests(st)
     images, labels = fixed_batch(setup, grad_examples)
     normalize = Normalizer.from_dataset(setup.data, setup.device)
     rows = []
     for step in held if steps is None else sorted(set(steps)):
-        sd = init if step == 0 else final if step == held[-1] else st.load(step).tensors
+        sd = init if step == 0 else final if step == end else weights(step)
         acc, loss = tests.get(step, (math.nan, math.nan))
         if step not in tests and evaluate_missing:
             load_weights(model, sd)
@@ -89,12 +95,29 @@ def early_phase_table(run_root: str | Path, steps: Iterable[int] | None = None, 
     return pd.DataFrame(rows)
 
 
+def final_checkpoint(run: runs.Run, stage: Stage) -> int:
+    """The step of a stage's final checkpoint: a complete trunk's end (its length, or where stopping by fit
+    ended it; UserError when it was deleted), else the last one held."""
+    if stage.rel == "trunk" and run.manifest.data.get("kind") == "trunk" and run.status == "complete":
+        end = runs.final_step(run)
+        if not stage.has(end):
+            raise UserError(f"the final checkpoint {stage.checkpoint_dir / f'it{end:08d}.safetensors'} of {run.root} "
+                            "is missing (deleted since it was recorded): the `*_final` statistics need it; restore "
+                            "it, or run the command that trained the trunk again, which trains the end again")
+        return end
+    held = stage.steps()
+    if not held:
+        raise UserError(f"{stage.dir} holds no checkpoint")
+    return held[-1]
+
+
 @dataclass
 class EarlyPhaseReport:
     table: pd.DataFrame
     csv: Path
     png: Path
     tensorboard: Path  # the folder holding the event file
+    missing: list[Path]  # checkpoints the manifest records but which were deleted: rows left out
 
 
 def write_early_phase(run_root: str | Path, hist_steps: Iterable[int] = HIST_STEPS, stage: str = "trunk",
@@ -106,12 +129,13 @@ def write_early_phase(run_root: str | Path, hist_steps: Iterable[int] = HIST_STE
     table = early_phase_table(run_root, stage=stage, **table_options)
     folder = Path(run_root) / stage / ANALYSIS
     write_text(folder / "early_phase.csv", table.to_csv(index=False))
-    st = runs.read(run_root).stage(stage)
-    held = st.steps()
-    hist = {s: prunable_weights(st.load(s).tensors) for s in sorted(set(hist_steps) | {held[-1]}) if s in held}
+    run = runs.read(run_root)
+    st = run.stage(stage)
+    held, end = st.steps(), final_checkpoint(run, st)
+    hist = {s: prunable_weights(st.load(s).tensors) for s in sorted(set(hist_steps) | {end}) if s in held}
     write_tensorboard(folder, table, hist)
     write_bytes(folder / "early_phase.png", figure_png(table))
-    return EarlyPhaseReport(table, folder / "early_phase.csv", folder / "early_phase.png", folder)
+    return EarlyPhaseReport(table, folder / "early_phase.csv", folder / "early_phase.png", folder, st.missing())
 
 
 def write_tensorboard(folder: Path, table: pd.DataFrame, hist: dict[int, dict[str, torch.Tensor]]) -> None:

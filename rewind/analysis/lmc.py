@@ -157,12 +157,12 @@ def child_states(run: Run, setup: Setup, k: int, seeds: Sequence[tuple[int, int]
         child_setup = dataclasses.replace(setup, config=setup.config.with_values(order_seed=order_seed,
                                                                                  aug_seed=aug_seed))
         model = setup.new_model()
-        load_weights(model, trunk.tensors)
+        trunk.into(model)
         state = child_setup.state(model)
         if masks is not None:
             state = dataclasses.replace(state, masks=masks)  # __post_init__ masks the weights
         if keep_momentum:
-            state.optimizer.load_state_dict(trunk.state["optimizer"])
+            trunk.optimizer_into(state.optimizer)
         states.append(state)
     return states
 

@@ -38,7 +38,7 @@ def arm_row(branch: Path, k: int) -> dict:
     evaluations, and where it stopped."""
     run = runs.read(branch)
     d = run.manifest.data
-    metrics = pd.read_csv(branch / "second" / "metrics.csv")
+    metrics = run.stage("second").metrics()
     tests = metrics[metrics.split == "test"].sort_values("step")
     row = {"final_test_acc": d["final_test"]["acc"], "mean_last_test_acc": mean_last(tests.acc.tolist(), k),
            "best_test_acc": d.get("best_test_acc", float(tests.acc.max()))}
@@ -86,7 +86,7 @@ def _whole_numbers(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _reached(trunk_root: Path, threshold: float) -> bool:
-    metrics = pd.read_csv(trunk_root / "trunk" / "metrics.csv")
+    metrics = runs.read(trunk_root).stage("trunk").metrics()
     return bool((metrics[metrics.split == "fit"].acc >= threshold).any())
 
 

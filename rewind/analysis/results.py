@@ -8,6 +8,7 @@ import pandas as pd
 
 from rewind.analysis.plots import figure, save_png
 from rewind.archive.atomic import write_text
+from rewind.archive.manifest import Manifest
 
 
 def _plot(path: Path, series: list[tuple[str, pd.DataFrame]], title: str) -> None:
@@ -53,8 +54,13 @@ def write_imp_results(branch: Path, rows: list[dict]) -> pd.DataFrame:
 def write_trunk_table(trunk: Path) -> pd.DataFrame:
     """Every IMP branch of a trunk so far (rewind points, controls, perturbations), one row per
     level with its branch, in `trunk/analysis/imp_results.csv`, and one curve per branch in `.png`."""
-    frames = [pd.read_csv(path).assign(branch=path.parent.name)
-              for path in sorted((trunk / "branches").glob("imp-*/results.csv"))]
+    # From the branches' manifests (each level's row, as its results.csv has it): no table is read back.
+    frames = []
+    for manifest in sorted((trunk / "branches").glob("imp-*/manifest.json")):
+        levels = Manifest.read(manifest).data.get("levels", {})
+        if any(int(n) > 0 for n in levels):
+            rows = [levels[n] for n in sorted(levels, key=int)]
+            frames.append(pd.DataFrame(rows).assign(branch=manifest.parent.name))
     if not frames:  # no branch has trained a level yet (--levels 0)
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

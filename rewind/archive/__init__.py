@@ -1,1 +1,1 @@
-"""Archives: run folders, manifests, checkpoints, metrics, locking and atomic writes."""
+"""Archives: run folders, manifests, checkpoints, metrics and other tables, locking and atomic writes."""

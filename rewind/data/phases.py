@@ -125,9 +125,9 @@ def parse(text: str, iterations_per_epoch: int) -> Phase:
     params: dict[str, int | float] = {}
     for item in filter(None, (m["params"] or "").split(",")):
         name, eq, value = item.partition("=")
-        if not eq or not re.fullmatch(r"\d+(\.\d*)?|\.\d+", value):
+        if not eq or not re.fullmatch(r"(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", value):
             raise bad(f"parameter {item!r} is not NAME=NUMBER")
-        params[name] = float(value) if "." in value else int(value)
+        params[name] = int(value) if value.isdigit() else float(value)
     seed = params.pop("seed", 0) if m["kind"] in SEEDED else 0
     window = []
     for what in ("start", "end"):
@@ -187,6 +187,11 @@ class PhaseSchedule:
             for b in self.phases[i + 1:]:
                 if a.kind == b.kind and a.overlaps(b):
                     raise UserError(f"phases {a} and {b} overlap; one {a.kind!r} phase at a time")
+        for p in self.phases:
+            if p.kind == "stage" and p.params["n"] + 1 > num_classes:
+                raise UserError(f"{p.params['n']} stages need {p.params['n'] + 1} class groups (one per stage and "
+                                f"the final one), and the data has {num_classes} classes; use at most "
+                                f"{num_classes - 1} stages")
         self._bound: DeviceLoader | None = None
         self._cache: dict[tuple, object] = {}
 

@@ -229,18 +229,38 @@ def _source_size(source: str, train_examples: int = 0) -> int:
         return min(train_examples, _source_size(source))
     if source in TRAIN_SIZES:
         return TRAIN_SIZES[source]
+    return sum(1 for n in _file_names(source) if _split_of(n) == "train")
+
+
+def num_classes(source: str) -> int:
+    """How many classes a run on `source` has, read without decoding or downloading anything."""
+    if source.startswith("synthetic:"):
+        return SPECS[source.removeprefix("synthetic:")].num_classes
+    if source == "synthetic" or source in SPECS:
+        return SPECS.get(source, SPECS["cifar10"]).num_classes
+    return len({Path(n).parts[Path(n).parts.index("train") + 1] for n in _file_names(source)
+                if _split_of(n) == "train"})
+
+
+def _file_names(source: str) -> list[str]:
+    """The paths of the files in the image-folder tree or archive at `source`."""
     path = Path(source).expanduser()
     if not path.exists():
         load(source, ".")  # the one-line message for a missing dataset
     if path.is_dir():
-        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
-    else:
-        try:
-            with tarfile.open(path) as tar:
-                names = [m.name for m in tar if m.isfile()]
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise UserError(f"cannot read dataset archive {path}: {e}; is it a complete .tar.gz?") from None
-    return sum(1 for n in names if _split_of(n) == "train")
+        return [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+    try:
+        with tarfile.open(path) as tar:
+            return [m.name for m in tar if m.isfile()]
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise _unreadable_archive(path, e) from None
+
+
+def _unreadable_archive(path: Path, e: BaseException) -> UserError:
+    why = "it is not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(e, tarfile.ReadError) else \
+        " ".join(str(e).split())[:120]
+    return UserError(f"cannot read dataset archive {path}: {why}; is it a complete .tar.gz with train/<class>/ "
+                     "and test/<class>/?")
 
 
 def _split_of(rel: str) -> str | None:
@@ -360,8 +380,9 @@ def _decode(blob: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as im:
             return np.asarray(im.convert("RGB"))
-    except Exception as e:
-        raise UserError(f"cannot decode image {where}: {e}; remove or replace that file") from None
+    except Exception as e:  # PIL's messages hold the repr of the buffer it was given
+        raise UserError(f"cannot decode image {where} ({type(e).__name__}: not an image PIL can read); "
+                        "remove or replace that file") from None
 
 
 def _image_folder(path: Path) -> tuple:
@@ -386,7 +407,7 @@ def _image_folder(path: Path) -> tuple:
                     if member.isfile():
                         add(member.name, lambda m=member: tar.extractfile(m).read())
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise UserError(f"cannot read dataset archive {path}: {e}; is it a complete .tar.gz?") from None
+            raise _unreadable_archive(path, e) from None
 
     classes = sorted(items["train"])
     if not classes or sorted(items["test"]) != classes:

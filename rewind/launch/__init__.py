@@ -41,6 +41,8 @@ class Job:
     levels: int = 0  # an IMP branch: complete once it holds this many levels
     marker: str = ""  # a job that writes no run folder (an analysis): complete once this file exists
     more: tuple[str, ...] = ()  # further run folders it writes (runs stacked in one job with --parallel)
+    # (run folder, kind, identity) of runs it reopens by name (trunks): checked as reopening them checks
+    expect: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
     @property
     def key(self) -> str:
@@ -71,7 +73,8 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        jobs = tuple(Job(**{**j, "after": tuple(j["after"]), "more": tuple(j.get("more", ()))}) for j in d["jobs"])
+        jobs = tuple(Job(**{**j, "after": tuple(j["after"]), "more": tuple(j.get("more", ())),
+                            "expect": tuple(tuple(e) for e in j.get("expect", ()))}) for j in d["jobs"])
         return cls(d["study"], d["out"], d["config"], jobs, d.get("summary", {}), d.get("command", ""))
 
     def key(self) -> str:
@@ -107,7 +110,12 @@ def study(plan: Plan):
 
 
 def done(job: Job) -> bool:
-    """Whether the archive holds `job` complete (an IMP branch: with all its levels)."""
+    """Whether the archive holds `job` complete (an IMP branch: with all its levels); UserError where a
+    run it reopens holds another config, as the run itself would refuse (so a plan never calls such a
+    run complete)."""
+    for path, kind, identity in job.expect:
+        if (Path(path) / runs.MANIFEST).exists():
+            runs.check_identity(Path(path), runs.read(path).manifest.data, kind, identity)
     if job.marker:
         return Path(job.marker).exists()
     return all(_complete(Path(p), job.levels) for p in (job.path, *job.more))

@@ -95,7 +95,8 @@ def train(stretches: list[Stretch], batch: Batch) -> None:
             for i in saves[tau]:
                 s = stretches[i]
                 s.log.flush()  # rows first: a kill before the checkpoint is recorded drops them on resume
-                s.stage.save(s.start + tau, batch.weights(i), s.metadata)
+                s.stage.save(s.start + tau, batch.weights(i),
+                             {**s.metadata, "metrics_rows": s.log.rows_through(s.start + tau)})
         if tau < length:
             batch.step(tau)
 
@@ -201,7 +202,7 @@ def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_eve
             continue
         trunk.update(status="running")
         logged = max(held, default=-1)
-        log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=logged)))
+        log = stack.enter_context(closing(stage.metrics_log(stage.load(logged) if held else None)))
         for n, (start, saves) in enumerate(plan):
             weights = stage.load(start).tensors if start in held else initial(depth, seed)
             legs.append((depth, n, Stretch(stage, log, weights, start, saves[-1], set(saves), record_every, logged,
@@ -213,7 +214,7 @@ def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_eve
     for trunk in trunks.values():
         held = trunk.stage("trunk").steps()
         if trunk.status != "complete" or trunk.manifest.data.get("total_iterations") != held[-1]:
-            trunk.update(status="complete", total_iterations=held[-1])
+            trunk.complete(total_iterations=held[-1])
 
 
 @dataclass
@@ -249,7 +250,7 @@ def train_branches(branches: list[Branch], run_kind: str, save_every: int, recor
         start = max(held, default=b.point)
         weights = (stage if held else b.trunk.stage("trunk")).load(start).tensors
         logged = start if held else b.point - 1
-        log = stack.enter_context(closing(MetricsLog(stage.dir, resume_step=logged)))
+        log = stack.enter_context(closing(stage.metrics_log(stage.load(start) if held else None)))
         todo.append((b, run, Stretch(stage, log, weights, start, b.end, grid(start, b.end, save_every) | {b.end},
                                      record_every, logged, info(b, start),
                                      {"depth": b.depth, "seed": b.seed, "point": b.point})))
@@ -257,7 +258,7 @@ def train_branches(branches: list[Branch], run_kind: str, save_every: int, recor
         stretches = [t[2] for t in group_]
         progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train(stretches, batch_of(stretches)))
         for _, run, _ in group_:
-            run.update(status="complete")
+            run.complete()
 
 
 def complete(path: Path, identity: dict[str, Any]) -> bool:
@@ -269,5 +270,5 @@ def complete(path: Path, identity: dict[str, Any]) -> bool:
 
 
 def metrics(stage: Stage) -> pd.DataFrame:
-    """A stage's metrics.csv, one row per step."""
-    return pd.read_csv(stage.dir / "metrics.csv").drop_duplicates("step", keep="last").sort_values("step")
+    """A stage's metrics.csv, one row per step (read only when whole: `Stage.metrics`)."""
+    return stage.metrics().drop_duplicates("step", keep="last").sort_values("step")

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from rewind import models
 from rewind.archive.atomic import write_bytes
-from rewind.archive.checkpoints import sha256
+from rewind.archive.checkpoints import read_masks, sha256
+from rewind.errors import UserError
 
 Masks = dict[str, torch.Tensor]
 
@@ -63,5 +63,11 @@ def save(path: str | Path, masks: Masks) -> str:
     return sha256(blob)
 
 
-def load(path: str | Path) -> Masks:
-    return {k: v.bool() for k, v in st_load(Path(path).read_bytes()).items()}
+def load(path: str | Path, expected: str | None = None, like: Masks | None = None) -> Masks:
+    """The masks saved at `path`, checked against `expected` (its sha256 in the manifest) when given,
+    and to hold a mask of each shape of `like` (the model's) when given."""
+    advice = "restore it, or delete its level folder to train that level again"
+    masks = read_masks(Path(path), expected, advice)
+    if like is not None and {k: v.shape for k, v in masks.items()} != {k: v.shape for k, v in like.items()}:
+        raise UserError(f"mask {path} does not fit the model (its weights or their shapes differ); {advice}")
+    return masks

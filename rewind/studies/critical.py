@@ -110,6 +110,7 @@ def plan_arms(config: cfg.Config, ipe: int) -> tuple[str, int, list[Arm]]:
 
 def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     """Train the sweep (all replicates) into `out`; returns the results table (also results.csv/png)."""
+    cfg.check_used(config, "critical-period")
     out = Path(out)
     r = config.study.replicates
     tables = [_one(cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}") for i in range(r)]
@@ -156,6 +157,7 @@ def _identity(trunk_config: cfg.Config, arm: Arm) -> dict:
 
 def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """The sweep as jobs: per replicate the trunk, then one job per continuation (after its trunk)."""
+    cfg.check_used(config, "critical-period")
     out, r = Path(out), config.study.replicates
     jobs = []
     for i in range(r):
@@ -165,7 +167,7 @@ def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
         prefix = "" if r == 1 else f"rep-{i:02d}/"
         starts = [a.start for a in lay.arms]
         jobs.append(launch.Job(f"{prefix}trunk", str(root), imp.trunk_description(lay.trunk, size, starts),
-                               {"kind": "trunk", "replicate": i}))
+                               {"kind": "trunk", "replicate": i}, expect=imp.expect_trunk(lay.trunk, root)))
         # With --parallel P, P continuations share a job and train stacked on its device.
         todo = list(zip(lay.arms, lay.paths))
         for chunk in (todo[j:j + c.study.parallel] for j in range(0, len(todo), c.study.parallel)):
@@ -219,7 +221,7 @@ def _one(config: cfg.Config, root: Path, only: list[int] | None = None) -> pd.Da
         rows = []
         for i, branch, result in zip(chosen, branches, results):
             arm = lay.arms[i]
-            branch.update(status="complete", final_test=result.final_test)
+            branch.complete(final_test=result.final_test)
             rows.append({lay.key: arm.start, f"{lay.key}_epoch": arm.start / ipe, "order": label,
                          "deficit": arm.deficit or trunk_deficit, "end": arm.end,
                          "final_test_acc": result.final_test["acc"],

@@ -19,7 +19,6 @@ import torch
 from rewind import config as cfg
 from rewind import launch, seeds, steps
 from rewind.archive import run as runs
-from rewind.archive.checkpoints import sha256
 from rewind.archive.run import Run, open_run
 from rewind.errors import UserError
 from rewind.prune import magnitude
@@ -55,6 +54,7 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     """
     from rewind.analysis.results import write_summary, write_trunk_table
 
+    cfg.check_used(config, "imp")
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
     replicates, parallel = config.study.replicates, config.study.parallel
@@ -82,6 +82,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
     """The runs `run` trains, as jobs: a trunk per replicate (with `out`), then per trunk one IMP
     branch per rewind point (its levels in order inside the job), a control or perturbation after
     the plain branch whose masks it reuses. Reads nothing but manifests."""
+    cfg.check_used(config, "imp")
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
     if from_ is not None:
@@ -108,7 +109,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
         trunk_job = []
         if from_ is None:
             jobs.append(launch.Job(f"{prefix}trunk", str(root), trunk_description(c, size, ks),
-                                   {"kind": "trunk", "replicate": i, "root": str(root)}))
+                                   {"kind": "trunk", "replicate": i, "root": str(root)}, expect=expect_trunk(c, root)))
             trunk_job = [jobs[-1].name]
         # With --parallel P, P rewind points share a job and train stacked on its device.
         for chunk in (ks[j:j + c.study.parallel] for j in range(0, len(ks), c.study.parallel)):
@@ -148,11 +149,18 @@ def trunk_description(c: cfg.Config, size: int, extra: list[int] = ()) -> str:
     return text
 
 
+def expect_trunk(config: cfg.Config, root: str | Path) -> tuple:
+    """What a plan's trunk job checks of the archive at `root`: the trunk `config` trains there (a plan
+    refuses another config, as training it does)."""
+    return ((str(root), "trunk", config.experiment_dict()),)
+
+
 def trunk_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """`rewind train` as a plan: one job, the trunk."""
     size = trunk.train_count(config)
     job = launch.Job("trunk", str(out), trunk_description(config, size), {"kind": "trunk", "replicate": 0,
-                                                                           "root": str(out)})
+                                                                           "root": str(out)},
+                     expect=expect_trunk(config, out))
     return launch.Plan("rewind.studies.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
 
 
@@ -284,7 +292,7 @@ def _train_branches(branches: list["Branch"], parallel: int) -> list[ImpResult]:
             for b, segment, result in zip(branches, segments, results):
                 b.finish(level, segment, result)
         for b in branches:
-            b.run.update(status="complete")
+            b.run.complete()
     return [b.result() for b in branches]
 
 
@@ -324,10 +332,17 @@ class Branch:
         c, k = self.config, self.k
         self._ctx = open_run(self.path, "imp", c.to_dict(), c.branch_identity(k), trunk=str(self.root), rewind_iter=k)
         self.run = self._ctx.__enter__()
-        trunk_run = runs.read(self.root)
-        trunk_stage = trunk_run.stage("trunk")
-        self.rewind = trunk_stage.load(k, with_state=c.imp.rewind_optimizer)
-        self.weights = trunk_stage.load(self.setup.plan.total).tensors  # what level 1 prunes
+        try:
+            trunk_run = runs.read(self.root)
+            trunk_stage = trunk_run.stage("trunk")
+            self.rewind = trunk_stage.load(k, with_state=c.imp.rewind_optimizer)
+            final = trunk_stage.load(self.setup.plan.total)
+            for checkpoint in (self.rewind, final):  # refused here, naming the file, if not of the model
+                checkpoint.into(self.setup.new_model())
+            self.weights = final.tensors  # what level 1 prunes
+        except BaseException as e:  # refused: the run folder as it was (`open_run`)
+            self._ctx.__exit__(type(e), e, e.__traceback__)
+            raise
         self.masks = M.ones(self.setup.new_model())
         self.done = self.run.manifest.data.setdefault("levels", {})  # level -> its results row
         self.done["0"] = _row(0, self.masks, trunk_run.manifest.data, c, k)
@@ -342,7 +357,7 @@ class Branch:
         model = _start_model(self.setup, self.rewind.tensors, c, level, self.masks)
         state = self.setup.state(model, self.plan, self.masks)
         if c.imp.rewind_optimizer:
-            load_masked(state.optimizer, self.rewind.state["optimizer"], state.model, self.masks)
+            load_masked(state.optimizer, self.rewind, state.model, self.masks)
         scalars = {"density": M.density(self.masks), "remaining": M.remaining(self.masks)}
         return Segment(state, self.run.stage(f"level_{level:02d}"), self.k, self.setup.test,
                        c.runtime.progress, f"level {level}", start_scalars=("sparsity", scalars))
@@ -368,13 +383,13 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     key = f"level_{level:02d}/mask.safetensors"
     file = branch.root / key
     if key in branch.manifest.files and file.exists():
-        return _verified_mask(file, branch.manifest.files[key])
+        return M.load(file, branch.manifest.files[key], like=masks)
     imp = config.imp
     if plain is not None:
         plain_run = runs.read(plain)
         if key not in plain_run.manifest.files:
             raise UserError(f"the plain IMP branch {plain} has no level {level}; run it with --levels {level} first")
-        new = _verified_mask(plain / key, plain_run.manifest.files[key])
+        new = M.load(plain / key, plain_run.manifest.files[key], like=masks)
         if imp.control == "random-prune":
             new = magnitude.random_like(new, seeds.derive(imp.control_seed, "random-prune", level))
     else:
@@ -387,13 +402,6 @@ def _level_masks(branch: Run, level: int, weights, masks: M.Masks, config: cfg.C
     branch.manifest.files[key] = M.save(file, new)
     branch.manifest.save()
     return new
-
-
-def _verified_mask(file: Path, expected: str) -> M.Masks:
-    if sha256(file.read_bytes()) != expected:
-        raise UserError(f"mask {file} is corrupt (its sha256 does not match the manifest); restore it, "
-                        "or delete its level folder to retrain that level")
-    return M.load(file)
 
 
 def _start_model(setup: Setup, rewind_tensors, config: cfg.Config, level: int, masks: M.Masks) -> torch.nn.Module:

@@ -21,8 +21,21 @@ def plan(kind: str, study, out: str | Path) -> launch.Plan:
     settings = study.to_dict()[kind]
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
-                     {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"))
+                     {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"),
+                     expect=_trunks(kind, study, out))
     return launch.Plan("rewind.studies.linear", str(out), study.to_dict(), (job,), {"kind": kind})
+
+
+def _trunks(kind: str, study, out: str | Path) -> tuple:
+    """(folder, kind, identity) of every trunk the sweep reopens: a plan refuses one of another config,
+    as the sweep does."""
+    from rewind.linear import completion, pathways
+    from rewind.linear.config import counts
+    from rewind.linear.sweep import archive_name
+
+    module, c = (pathways, study.pathways) if kind == "pathways" else (completion, study.completion)
+    return tuple((str(Path(out) / archive_name(depth, seed)), module.KIND, module.trunk_identity(c, depth, seed))
+                 for depth in counts(c.depth, "depth") for seed in counts(c.seeds, "seeds"))
 
 
 def _brief(settings: dict) -> str:

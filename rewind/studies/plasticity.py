@@ -46,13 +46,14 @@ from rewind.studies.warm_phases import (WARM_SGD_MOMENTUM, first_phase, optimize
                                         sgd_momentum, stage_ends, stages, transition)
 from rewind.archive import run as runs
 from rewind.archive.run import open_run
+from rewind.data.sources import num_classes
 from rewind.errors import UserError
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
 from rewind.train.trunk import Setup
-from rewind.train.warmstart import (ShrinkPerturbAt, fresh_bn_statistics, layer_groups, reset_layers, shrink_perturb,
-                                    top_groups)
+from rewind.train.warmstart import (ShrinkPerturbAt, check_layers, fresh_bn_statistics, layer_groups, reset_layers,
+                                    shrink_perturb, top_groups)
 
 ARMS = ("warm", "shrink-perturb", "reset", "scratch")
 STUDIES = cfg.STUDIES
@@ -140,6 +141,9 @@ def settings(config: cfg.Config) -> list[Setting]:
         if study in ("transition", "stages"):  # one run from the init: the first phase is its iteration 0
             first = first.with_values(steps="0it")
         out.append(Setting(_folder(values) if axes else "", values, c, first))
+    if twice := next((s.folder for i, s in enumerate(out) if s.folder in [o.folder for o in out[:i]]), None):
+        raise UserError(f"two first phases of this study are one ({twice}): a value is listed twice, e.g. "
+                        "'sgd' and 'sgd:LR' at --lr LR in --optimizers; give it once")
     return out
 
 
@@ -213,11 +217,15 @@ def first_points(config: cfg.Config, ipe: int) -> list[int]:
 
 def _check(config: cfg.Config) -> None:
     w, study = config.warm, config.warm.study
-    if study == "arms":
-        for name in ("shrink", "perturb_sigma", "second_lr"):
-            if len(cfg.numbers(getattr(w, name), name)) > 1:
-                raise UserError(f"--study arms takes one {name}; sweep several with --study "
-                                f"{'lr' if name == 'second_lr' else 'shrink'}")
+    cfg.check_used(config, "warm-start")
+    if study == "arms":  # the reset arm's layers, named before anything trains
+        model = models.build(config.model.model, config.model.width or 0, blocks=config.model.blocks)
+        check_layers(model, layers_to_reset(config, model))
+    if study == "stages":  # n stages and the final one each add a group of classes
+        classes = num_classes(config.data.source)
+        if max(cfg.numbers(w.stages, "stages", int, 1)) + 1 > classes:
+            raise UserError(f"--stages {w.stages}: n stages need n + 1 class groups, and {config.data.source} has "
+                            f"{classes} classes; use at most {classes - 1} stages")
     if study == "length" and config.train.until_train_acc:
         raise UserError("--study length sets the first phase's lengths (--first-steps), --until-train-acc stops it "
                         "by fit: use one of them (--until-train-acc 0 turns it off)")
@@ -384,7 +392,7 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
                 if a.arm != "scratch" and a.second.warm.optimizer_state == "carry":
                     stage = runs.read(out / a.setting).stage("trunk")
                     step = trunk_end(out / a.setting) if a.start is None else a.start
-                    state.optimizer.load_state_dict(stage.load(step, with_state=True).state["optimizer"])
+                    stage.load(step, with_state=True).optimizer_into(state.optimizer)
                 branches.append(branch)
                 segments.append(Segment(state, branch.stage("second"), 0, setup.test, progress, _label(a),
                                         extra_hooks=_stage_shrink(setup, a)))
@@ -394,8 +402,8 @@ def train_arms(arms: list[ArmSpec], out: Path, parallel: int = 1, progress: str 
                         getattr(s.state.phases, "has_optimizer_resets", lambda: False)() for a, s in zip(group, segments))
             results = train_segments(segments, 1 if alone else parallel)
             for branch, result in zip(branches, results):
-                branch.update(status="complete", final_test=result.final_test, best_test_acc=result.best_test_acc,
-                              final_step=result.end, reached_fit=result.reached_fit)
+                branch.complete(final_test=result.final_test, best_test_acc=result.best_test_acc,
+                                final_step=result.end, reached_fit=result.reached_fit)
 
 
 def _stage_shrink(setup: Setup, a: ArmSpec) -> list:
@@ -422,8 +430,9 @@ def start_model(setup: Setup, a: ArmSpec, out: Path) -> torch.nn.Module:
         return setup.new_model()
     root = out / a.setting
     step = trunk_end(root) if a.start is None else a.start
-    weights = runs.read(root).stage("trunk").load(step).tensors
-    return start_from(setup, a.arm, weights, setup.config, a.op)
+    first = runs.read(root).stage("trunk").load(step)
+    first.into(setup.new_model())  # refused here, naming the file, if it does not fit the model
+    return start_from(setup, a.arm, first.tensors, setup.config, a.op)
 
 
 def start_from(setup: Setup, arm: str, first_weights: dict[str, torch.Tensor], config: cfg.Config,
@@ -470,7 +479,8 @@ def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
         name = f"{s.folder}/first-phase" if s.folder else "first-phase"
         jobs.append(launch.Job(name, str(Path(out) / s.folder),
                                imp.trunk_description(s.first, trunk.train_count(s.first), list(s.saves)),
-                               {"kind": "first", "folder": s.folder}))
+                               {"kind": "first", "folder": s.folder},
+                               expect=imp.expect_trunk(s.first, Path(out) / s.folder)))
         arms = [a for a in p.arms if a.setting == s.folder]
         size = max(1, config.study.parallel)
         for chunk in (arms[j:j + size] for j in range(0, len(arms), size)):

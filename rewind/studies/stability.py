@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rewind import config as cfg
 from rewind import launch, steps
 from rewind.analysis.archive import reopen
 from rewind.analysis.lmc import ORDER_SEEDS, POINTS, child_seeds, child_states, trunk_barrier
@@ -19,9 +20,12 @@ from rewind.analysis.plots import figure, png_bytes
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text
 from rewind.archive.run import open_run
+from rewind.archive.tables import read_frame
 from rewind.errors import UserError
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
+
+CURVE = "interpolation.csv"  # a branch's test error along the path, per BatchNorm handling
 
 
 def _stability_ks(run, root: Path, at: str, points: int) -> list[int]:
@@ -51,7 +55,7 @@ def stability_plan(root: str | Path, at: str, points: int = POINTS, noise: str =
     root = Path(root)
     run = runs.read_trunk(root)
     ks = _stability_ks(run, root, at, points)
-    aug_seed = run.manifest.data["config"]["train"]["aug_seed"]
+    aug_seed = _trunk_aug_seed(run)
     jobs = []
     # With --parallel P, the children of P/2 rewind points share a job and train stacked.
     per_job = max(1, parallel // 2)
@@ -74,7 +78,12 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
 def summarize(plan: launch.Plan) -> None:
     run = runs.read_trunk(plan.out)
     _instability_table(Path(plan.out), run.manifest.data["iterations_per_epoch"],
-                       run.manifest.data["config"]["train"]["aug_seed"])
+                       _trunk_aug_seed(run))
+
+
+def _trunk_aug_seed(run: runs.Run) -> int:
+    """The trunk's augmentation seed, from its recorded config (checked as every recorded config is)."""
+    return cfg.from_record(run.manifest.data["config"], where=str(run.manifest.path)).train.aug_seed
 
 
 def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
@@ -107,11 +116,13 @@ def stability(root: str | Path, at: str, points: int = POINTS, noise: str = "ord
         for i, (k, branch) in enumerate(zip(ks, branches)):
             a, b = (segment.state.model.state_dict() for segment in segments[n * i:n * i + n])
             result = trunk_barrier(setup, a, b, points, bn=bn)
-            write_text(branch.root / "interpolation.csv", _merged_curve(branch.root / "interpolation.csv", result))
-            barriers = _barriers(branch.root, branch.manifest.data)
+            barriers = _barriers(branch)  # before the curve it may read is written again
             barriers[bn] = {"barrier": result.barrier, "points": points}
-            branch.update(status="complete", k=k, **child_fields, barriers=barriers,
-                          child_test_acc=[r.final_test["acc"] for r in results[n * i:n * i + n]])
+            curve = _merged_curve(branch, result)
+            branch.manifest.forget(CURVE)
+            write_text(branch.root / CURVE, curve)
+            branch.complete((CURVE,), k=k, **child_fields, barriers=barriers,
+                            child_test_acc=[r.final_test["acc"] for r in results[n * i:n * i + n]])
     return _instability_table(root, ipe, setup.config.train.aug_seed)
 
 
@@ -119,12 +130,13 @@ def _instability_table(root: Path, ipe: int, trunk_aug_seed: int) -> pd.DataFram
     """instability.csv and .png: every k measured on this trunk so far, not only this call's."""
     rows = []
     for manifest in sorted((root / "branches").glob("stability-k*/manifest.json")):
-        d = runs.read(manifest.parent).manifest.data
+        branch = runs.read(manifest.parent)
+        d = branch.manifest.data
         if d.get("status") != "complete":
             continue
         orders = d.get("order_seeds") or d["identity"]["order_seeds"]
         augs = d.get("aug_seeds") or [trunk_aug_seed] * len(orders)  # made before the option
-        for mode, measured in _barriers(manifest.parent, d).items():
+        for mode, measured in _barriers(branch).items():
             rows.append({"k": d["k"], "epoch": d["k"] / ipe, "noise": d.get("noise", "order-only"), "bn": mode,
                          "points": measured["points"], "barrier": measured["barrier"],
                          "child_test_acc": d["child_test_acc"], "order_seed_a": orders[0], "aug_seed_a": augs[0],
@@ -135,23 +147,30 @@ def _instability_table(root: Path, ipe: int, trunk_aug_seed: int) -> pd.DataFram
     return table
 
 
-def _barriers(branch: Path, manifest: dict) -> dict[str, dict]:
-    """BatchNorm handling -> {barrier, points} measured for the stability branch at `branch` (one made
-    before the option holds one barrier, with statistics recomputed, and its curve)."""
+def _barriers(branch: runs.Run) -> dict[str, dict]:
+    """BatchNorm handling -> {barrier, points} measured for a stability branch (one made before the
+    option holds one barrier, with statistics recomputed, and its curve)."""
+    manifest = branch.manifest.data
     if "barriers" in manifest:
         return dict(manifest["barriers"])
     if "barrier" not in manifest:
         return {}
-    curve = pd.read_csv(branch / "interpolation.csv")
+    curve = _curve(branch)
     points = int((curve.bn == "recompute").sum()) if "bn" in curve.columns else len(curve)
     return {"recompute": {"barrier": manifest["barrier"], "points": points}}
 
 
-def _merged_curve(path: Path, result) -> str:
+def _curve(branch: runs.Run) -> pd.DataFrame:
+    """interpolation.csv, read only when whole."""
+    return read_frame(branch.root / CURVE, branch.table_sha(CURVE), "delete it and run the same `rewind stability` "
+                      "command again (once per --bn measured) to write it again", ("alpha",))
+
+
+def _merged_curve(branch: runs.Run, result) -> str:
     """interpolation.csv with this measurement's rows replacing earlier ones of its BatchNorm handling."""
     curve = result.frame()
-    if path.exists():
-        old = pd.read_csv(path)
+    if (branch.root / CURVE).exists():
+        old = _curve(branch)
         if "bn" not in old.columns:
             old.insert(0, "bn", "recompute")
         curve = pd.concat([old[old.bn != result.bn], curve]).sort_values(["bn", "alpha"], kind="stable")

@@ -17,20 +17,21 @@ from rewind.archive.lock import FolderLock
 from rewind.prune import masks as M
 
 
-def imp_masks(root: Path) -> dict[tuple[str, int], Path]:
-    """(branch name, level) -> mask file, for every IMP level the archive holds."""
+def imp_masks(root: Path) -> dict[tuple[str, int], tuple[Path, str]]:
+    """(branch name, level) -> (mask file, its sha256), for every IMP level the archive holds."""
     out = {}
     for manifest in sorted((root / "branches").glob("imp-*/manifest.json")):
-        for key in runs.read(manifest.parent).manifest.files:
+        for key, sha in runs.read(manifest.parent).manifest.files.items():
             if key.endswith("mask.safetensors"):
-                out[(manifest.parent.name, int(key.split("/")[0].removeprefix("level_")))] = manifest.parent / key
+                level = int(key.split("/")[0].removeprefix("level_"))
+                out[(manifest.parent.name, level)] = (manifest.parent / key, sha)
     return out
 
 
 def mask_overlaps(root: Path) -> pd.DataFrame:
     """Jaccard and Hamming overlap of every pair of IMP masks (different rewind points and levels)."""
     found = imp_masks(root)
-    loaded = {key: M.load(path) for key, path in found.items()}
+    loaded = {key: M.load(path, sha) for key, (path, sha) in found.items()}
     rows = []
     for (a, ma), (b, mb) in itertools.combinations(loaded.items(), 2):
         o = overlap(ma, mb)
@@ -43,9 +44,11 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
     root = Path(root)
     runs.read_trunk(root)
     with FolderLock(root):  # not while a trunk or branch process writes here
+        overlaps = mask_overlaps(root)  # every mask read (and checked) before anything is written
         report = write_early_phase(root, **options)
         written = {"early_phase.csv": report.csv, "early_phase.png": report.png, "tensorboard": report.tensorboard}
-        overlaps = mask_overlaps(root)
+        if report.missing:  # reported, not silently skipped
+            written["left out (recorded in the manifest, deleted since)"] = ", ".join(p.name for p in report.missing)
         if len(overlaps):
             path = report.csv.parent / "mask_overlap.csv"
             write_text(path, overlaps.to_csv(index=False))

@@ -54,7 +54,8 @@ def optimizer_values(config: cfg.Config) -> list[dict[str, Any]]:
         value = {"optimizer": kind, "optimizer_lr": lr or config.train.lr, "optimizer_momentum": momentum}
         if value in out:
             spelled = f"{kind}:{value['optimizer_lr']:g}" + ("" if momentum is None else f":{momentum:g}")
-            raise UserError(f"--optimizers {config.warm.optimizers} names {spelled} twice; list each once")
+            raise UserError(f"--optimizers lists {spelled} twice ({config.warm.optimizers!r}, at --lr "
+                            f"{config.train.lr:g}): each entry is one first phase; give it once")
         out.append(value)
     return out
 

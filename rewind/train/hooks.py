@@ -128,7 +128,8 @@ class Checkpoint(Hook):
             rng = {"torch": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state_all()
-            self.stage.save(step, state.model.state_dict(), {"epoch": state.plan.epoch(step)},
+            self.stage.save(step, state.model.state_dict(),
+                            {"epoch": state.plan.epoch(step), "metrics_rows": self.metrics.rows_through(step)},
                             {"optimizer": state.optimizer.state_dict(), "rng": rng,
                              "train_log": self.train_log.state(),
                              **({"fit": self.fit.state()} if self.fit is not None else {})})

@@ -8,6 +8,7 @@ import os
 import torch
 from torch import nn
 
+from rewind.archive.stage import Checkpoint
 from rewind.config import TrainConfig, optimizer_settings
 
 _CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
@@ -28,11 +29,11 @@ def make_optimizer(model: nn.Module, t: TrainConfig, kind: str | None = None) ->
 
 
 @torch.no_grad()
-def load_masked(optimizer: torch.optim.Optimizer, state_dict: dict, model: nn.Module,
+def load_masked(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint, model: nn.Module,
                 masks: dict[str, torch.Tensor]) -> None:
-    """Load an optimizer state (momentum, Adam's moments, ...) and zero it at pruned entries, so a
-    rewound optimizer carries nothing into weights that are pruned now."""
-    optimizer.load_state_dict(state_dict)
+    """Load the optimizer state (momentum, Adam's moments, ...) saved with `checkpoint` and zero it at
+    pruned entries, so a rewound optimizer carries nothing into weights that are pruned now."""
+    checkpoint.optimizer_into(optimizer)
     for name, p in model.named_parameters():
         if name not in masks:
             continue

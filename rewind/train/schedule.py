@@ -58,11 +58,13 @@ class Plan:
         stats = {s for s in set(DENSE_CHECKPOINTS) | stats_every if s <= until} if stats_every else set()
         saves = set(DENSE_CHECKPOINTS) | every(t.save_every, "save_every")
         saves |= set(steps.parse_list(t.save_at, ipe, "save_at")) | set(extra_saves) | {total}
+        # a milestone named twice would multiply the learning rate by lr_gamma twice there
+        milestones = tuple(sorted(steps.parse_list(t.lr_milestones, ipe, "lr_milestones", unique=True)))
         return cls(
             iterations_per_epoch=ipe,
             total=total,
             lr=t.lr,
-            milestones=tuple(sorted(steps.parse_list(t.lr_milestones, ipe, "lr_milestones"))),
+            milestones=milestones,
             gamma=t.lr_gamma,
             epoch_decay=t.lr_epoch_decay,
             warmup=steps.parse(t.warmup, ipe, "warmup"),

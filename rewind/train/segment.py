@@ -28,9 +28,8 @@ class SegmentResult:
 def restore(state: TrainState, stage: Stage, step: int) -> Checkpoint:
     """Load weights, buffers, optimizer and RNG state of checkpoint `step`; returns the checkpoint."""
     ckpt = stage.load(step, with_state=True)
-    model_keys = state.model.state_dict().keys()
-    state.model.load_state_dict({k: v for k, v in ckpt.tensors.items() if k in model_keys})
-    state.optimizer.load_state_dict(ckpt.state["optimizer"])
+    ckpt.into(state.model)
+    ckpt.optimizer_into(state.optimizer)
     torch.set_rng_state(ckpt.state["rng"]["torch"])
     if "cuda" in ckpt.state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt.state["rng"]["cuda"])
@@ -75,13 +74,15 @@ class Segment:
         plan = self.state.plan
         # The start is always saved: it is the reference of the `*_init` statistics after a resume.
         self.state.plan = dataclasses.replace(plan, save_steps=plan.save_steps | {self.start})
-        sums = fit_sums = None
+        sums = fit_sums = ckpt = None
         if resume_from is not None:
-            held = restore(self.state, self.stage, resume_from).state
-            sums, fit_sums = held.get("train_log"), held.get("fit")
+            ckpt = restore(self.state, self.stage, resume_from)
+            sums, fit_sums = ckpt.state.get("train_log"), ckpt.state.get("fit")
         self.resumed = resume_from
         # A complete stage is only read back: no new TensorBoard file, no rewrite of metrics.csv.
-        self.metrics = MetricsLog(self.stage.dir, resume_step=resume_from, tensorboard=resume_from != self.end)
+        self.metrics = self.stage.metrics_log(ckpt, tensorboard=resume_from != self.end)
+        if resume_from != self.end:
+            self.stage.forget_metrics()
         if resume_from is None:
             self.metrics.hparams(self.stage.manifest.data.get("config", {}))
         if self.start_scalars is not None and resume_from is None:

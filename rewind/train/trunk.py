@@ -146,8 +146,8 @@ def train_replicas(configs: Sequence[Config], outs: Sequence[str | Path],
                             label) for s, run, label in zip(setups, runs, labels)]
         results = train_segments(segments, parallel=len(segments))
         for run, r in zip(runs, results):
-            run.update(status="complete", final_test=r.final_test, best_test_acc=r.best_test_acc,
-                       **({"final_step": r.end} if r.end != run.manifest.data["total_iterations"] else {}))
+            run.complete(final_test=r.final_test, best_test_acc=r.best_test_acc,
+                         **({"final_step": r.end} if r.end != run.manifest.data["total_iterations"] else {}))
     return [TrunkResult(Path(out), r.final_test, r.best_test_acc, r.resumed_from, r.end, r.reached_fit)
             for out, r in zip(outs, results)]
 

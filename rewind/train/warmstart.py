@@ -50,18 +50,25 @@ def reset_layers(model: nn.Module, fresh_model: nn.Module, prefixes: Sequence[st
     """
     _check_same_architecture(model, fresh_model)
     fresh = fresh_model.state_dict()
-    copied = []
-    for prefix in prefixes:
-        names = [k for k in model.state_dict() if k == prefix or k.startswith(prefix.rstrip(".") + ".")]
-        if not names:
-            modules = sorted({k.rsplit(".", 1)[0] for k in model.state_dict()})
-            raise UserError(f"no layer {prefix!r} to reset; the model's modules include "
-                            f"{', '.join(modules[:4])}, ..., {modules[-1]}")
-        copied += [k for k in names if k not in copied]
+    copied = check_layers(model, prefixes)
     target = model.state_dict()  # references to the live tensors: copy_ writes into the model
     for k in copied:
         target[k].copy_(fresh[k])
     return copied
+
+
+def check_layers(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """The parameter and buffer names under the module prefixes (e.g. 'blocks.8', 'fc'); UserError for a
+    prefix that names no module of the model (checked before anything trains)."""
+    names: list[str] = []
+    for prefix in prefixes:
+        under = [k for k in model.state_dict() if k == prefix or k.startswith(prefix.rstrip(".") + ".")]
+        if not under:
+            modules = sorted({k.rsplit(".", 1)[0] for k in model.state_dict()})
+            raise UserError(f"--reset-layers names no layer {prefix!r} of {type(model).__name__}; its modules include "
+                            f"{', '.join(modules[:4])}, ..., {modules[-1]}")
+        names += [k for k in under if k not in names]
+    return names
 
 
 @torch.no_grad()
