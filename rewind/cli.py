@@ -1,4 +1,7 @@
-"""The `rewind` command: parse, call, print. Every option comes from the config dataclasses."""
+"""The `rewind` command: parse, call, print. Every option comes from the settings dataclasses.
+
+Importing this module loads no torch, pandas or matplotlib (a command imports what it runs once its
+settings are checked), so `--help` and a refused setting answer at once."""
 
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ from typing import Any, Callable
 
 import click
 
+import rewind.studies  # noqa: F401  (every study's and executor's settings section, registered)
 from rewind import config as cfg
 from rewind.errors import UserError
+from rewind.launch.settings import LaunchConfig
 from rewind.linear import config as linear_config
+from rewind.settings import Settings, flag_of
+from rewind.studies.plasticity_settings import settle_recipe
 
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
@@ -29,7 +36,7 @@ def dry_run_option(fn: Callable) -> Callable:
                              "archive already holds) and exit without writing anything")(fn)
 
 
-def launched(launch_config: cfg.LaunchConfig, make_plan: Callable[[], Any], dry_run: bool) -> bool:
+def launched(launch_config: LaunchConfig, make_plan: Callable[[], Any], dry_run: bool) -> bool:
     """Print the plan (--dry-run) or send it to the executor (local, slurm): True when done here;
     False: the command trains inline as usual."""
     from rewind import launch
@@ -44,22 +51,20 @@ def launched(launch_config: cfg.LaunchConfig, make_plan: Callable[[], Any], dry_
     return True
 
 
-def config_options(sections: tuple[str, ...] = tuple(cfg.SECTIONS), with_file: bool = True,
-                   schema: dict[str, type] | None = None) -> Callable:
+def config_options(sections: tuple[str, ...], with_file: bool = True, kind: type[Settings] = cfg.Config) -> Callable:
     def decorate(fn: Callable) -> Callable:
-        return _config_options(fn, sections, with_file, schema)
+        return _config_options(fn, sections, with_file, kind)
 
     return decorate
 
 
-def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool,
-                    schema: dict[str, type] | None = None) -> Callable:
-    """Add `--config FILE` and one option per config field (of `schema`, default `Config`'s); unset
-    options stay None (the file wins)."""
-    for name, (section, f) in reversed(list(cfg.all_fields(schema).items())):
+def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool, kind: type[Settings]) -> Callable:
+    """Add `--config FILE` and one option per field of `sections` (of settings `kind`); unset options
+    stay None (the file wins)."""
+    for name, (section, f) in reversed(list(kind.fields().items())):
         if section not in sections:
             continue
-        flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
+        flag = flag_of(f)
         default = "see above" if f.default is None else repr(f.default)
         help_text = f"{f.metadata['help']}  [default: {default}] [{section}.{name}]"
         if f.type == "bool":
@@ -101,10 +106,10 @@ def _say_pretrain(config: cfg.Config, config_file: str | None, options: dict[str
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="archive folder, e.g. runs/NAME")
 def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
     """Train a dense run (the trunk) into an archive; re-running the same command resumes it."""
+    config = build_config(config_file, options)
     from rewind.studies.imp import trunk_plan
     from rewind.train.trunk import train as train_trunk
 
-    config = build_config(config_file, options)
     _say_pretrain(config, config_file, options)
     if launched(config.launch, lambda: trunk_plan(config, out), dry_run):
         return
@@ -126,9 +131,9 @@ def imp(config_file: str | None, out: str | None, from_: str | None, dry_run: bo
     rewind imp --from runs/smoke --rewind-iter 100 --levels 3     # same trunk, another k
     rewind imp --from runs/smoke --rewind-iter 0,20,100 --parallel 3   # a rewind-point sweep
     """
+    config = build_config(config_file, options)
     from rewind.studies.imp import plan, run
 
-    config = build_config(config_file, options)
     asked = cfg.given(config_file, given(options))
     if from_ is None:  # with --from the trunk, and its pre-training, exist
         _say_pretrain(config, config_file, options)
@@ -160,9 +165,9 @@ def critical_period(config_file: str | None, out: str, dry_run: bool, **options:
     rewind critical-period --deficit no-weight-decay --direction normal-then-deficit --switch-at 0,10,20ep \\
         --total-steps 160ep --out runs/wd
     """
+    config = build_config(config_file, options)
     from rewind.studies.critical import plan, run
 
-    config = build_config(config_file, options)
     if launched(config.launch, lambda: plan(config, out), dry_run):
         return
     summary = run(config, out)
@@ -184,9 +189,9 @@ def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any)
     rewind warm-start --config configs/smoke.toml --study length --first-steps 0,50,200it --out runs/ws
     rewind warm-start --config configs/smoke.toml --study shrink --shrink 0.3,1.0 --perturb-sigma 0,0.01 --out runs/ws
     """
+    config = settle_recipe(build_config(config_file, options), config_file, set(given(options)))
     from rewind.studies.plasticity import plan, run
 
-    config = cfg.settle_recipe(build_config(config_file, options), config_file, set(given(options)))
     if launched(config.launch, lambda: plan(config, out), dry_run):
         return
     table = run(config, out)
@@ -206,11 +211,12 @@ def warm_start(config_file: str | None, out: str, dry_run: bool, **options: Any)
 @dry_run_option
 def stats(run: str, dry_run: bool, **options: Any) -> None:
     """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
+    runtime, launch_settings = _split_launch(options)
+    launch_config = LaunchConfig(**launch_settings)
     from rewind.studies.stats import stats as run_stats
     from rewind.studies.stats import stats_plan
 
-    runtime, launch_settings = _split_launch(options)
-    if launched(cfg.LaunchConfig(**launch_settings), lambda: stats_plan(run, runtime, launch_settings), dry_run):
+    if launched(launch_config, lambda: stats_plan(run, runtime, launch_settings), dry_run):
         return
     for name, path in run_stats(run, overrides=runtime).items():
         click.echo(f"{name}: {path}")
@@ -236,11 +242,12 @@ def stats(run: str, dry_run: bool, **options: Any) -> None:
 def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int, dry_run: bool,
               **options: Any) -> None:
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
+    runtime, launch_settings = _split_launch(options)
+    launch_config = LaunchConfig(**launch_settings)
     from rewind.studies.stability import stability as run_stability
     from rewind.studies.stability import stability_plan
 
-    runtime, launch_settings = _split_launch(options)
-    if launched(cfg.LaunchConfig(**launch_settings),
+    if launched(launch_config,
                 lambda: stability_plan(run, at, points, noise, bn, runtime, parallel, launch_settings), dry_run):
         return
     table = run_stability(run, at, points, noise=noise, bn=bn, overrides=runtime, parallel=parallel)
@@ -255,7 +262,7 @@ def linear() -> None:
 
 
 @linear.command("pathways")
-@config_options(tuple(linear_config.PATHWAYS), schema=linear_config.PATHWAYS)
+@config_options(tuple(linear_config.PathwaysStudy.SECTIONS), kind=linear_config.PathwaysStudy)
 @dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/dln")
 def linear_pathways(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
@@ -266,13 +273,12 @@ def linear_pathways(config_file: str | None, out: str, dry_run: bool, **options:
     rewind linear pathways --depth 2,3,4 --deficit-start 0,400,750 --deficit-length 150 --out runs/dln
     rewind linear pathways --config configs/linear_pathways.toml --out runs/dln   # 3 seeds
     """
+    study = linear_config.load_pathways(config_file, given(options))
     import pandas as pd
 
     from rewind.linear import pathways
-
     from rewind.studies.linear import plan
 
-    study = linear_config.load_pathways(config_file, given(options))
     if launched(study.launch, lambda: plan("pathways", study, out), dry_run):
         return
     s = pathways.run(study, out).summary
@@ -284,7 +290,7 @@ def linear_pathways(config_file: str | None, out: str, dry_run: bool, **options:
 
 
 @linear.command("completion")
-@config_options(tuple(linear_config.COMPLETION), schema=linear_config.COMPLETION)
+@config_options(tuple(linear_config.CompletionStudy.SECTIONS), kind=linear_config.CompletionStudy)
 @dry_run_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="study folder, e.g. runs/mc")
 def linear_completion(config_file: str | None, out: str, dry_run: bool, **options: Any) -> None:
@@ -295,11 +301,10 @@ def linear_completion(config_file: str | None, out: str, dry_run: bool, **option
     rewind linear completion --depth 1,2,3 --pretrain-steps 0,1k,5k,10k,20k,40k,60k,80k,100k --out runs/mc
     rewind linear completion --config configs/linear_completion.toml --out runs/mc   # 3 seeds
     """
+    study = linear_config.load_completion(config_file, given(options))
     from rewind.linear import completion
-
     from rewind.studies.linear import plan
 
-    study = linear_config.load_completion(config_file, given(options))
     if launched(study.launch, lambda: plan("completion", study, out), dry_run):
         return
     s = completion.run(study, out).summary
@@ -327,7 +332,7 @@ def runs() -> None:
 @click.argument("root", required=False, type=click.Path())
 def runs_list(root: str | None) -> None:
     """Every archive under ROOT (default runs/)."""
-    from rewind.archive.summary import run_rows
+    from rewind.analysis.runs import run_rows
 
     if root is None and not Path("runs").exists():  # nothing trained here yet; a ROOT given must exist
         click.echo("no archives under runs (it does not exist yet)")
@@ -348,7 +353,7 @@ def runs_list(root: str | None) -> None:
 @click.argument("run", type=click.Path())
 def runs_show(run: str) -> None:
     """Config, status, checkpoints held and test accuracy of one archive."""
-    from rewind.archive.summary import describe
+    from rewind.analysis.runs import describe
     from rewind.launch import latest_plan, records
 
     plan = latest_plan(run)
@@ -382,7 +387,7 @@ def runs_summarize(run: str) -> None:
 
 def _split_launch(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(runtime settings, launch settings) of the options given."""
-    names = {f.name for f in dataclasses.fields(cfg.LaunchConfig)}
+    names = {f.name for f in dataclasses.fields(LaunchConfig)}
     chosen = given(options)
     return ({k: v for k, v in chosen.items() if k not in names}, {k: v for k, v in chosen.items() if k in names})
 

@@ -8,8 +8,10 @@ shifts another, and a resumed run redraws exactly what an uninterrupted run drew
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def derive(*parts: object) -> int:
@@ -20,4 +22,6 @@ def derive(*parts: object) -> int:
 
 def generator(*parts: object) -> torch.Generator:
     """A CPU generator for the stream named by `parts`; CPU so that CPU and GPU runs draw alike."""
+    import torch  # here: `derive` serves settings checks that load no torch
+
     return torch.Generator().manual_seed(derive(*parts))

@@ -59,3 +59,21 @@ def format(iteration: int, iterations_per_epoch: int) -> str:
     if ep and it:
         return f"{ep}ep{it}it"
     return f"{ep}ep" if ep else f"{it}it"
+
+
+def check_points(text: str, what: str = "step") -> None:
+    """Raise UserError unless `text` is a list of points as `points` reads it (empty allowed)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    for p in parts[:-1]:
+        if not p.isdigit():
+            check(p, what)
+    if parts:
+        check(parts[-1], what)
+
+
+def points(text: str, iterations_per_epoch: int, what: str = "step") -> list[int]:
+    """'0,20,40,60,80ep' -> iterations, sorted, each once; a bare number takes the unit written last, as
+    people write such lists."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    unit = next((u for u in ("ep", "it") if parts and parts[-1].endswith(u) and not parts[-1].endswith("epit")), "")
+    return sorted({parse(p + unit if p.isdigit() else p, iterations_per_epoch, what) for p in parts})

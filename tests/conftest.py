@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import rewind.studies  # noqa: F401  (every study's and executor's settings section, as the CLI has them)
 from rewind import config as cfg
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"

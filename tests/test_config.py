@@ -2,6 +2,7 @@ import pytest
 
 from rewind import config as cfg
 from rewind.errors import UserError
+from rewind.studies.imp_settings import branch_identity
 
 
 def test_toml_round_trip(tmp_path):
@@ -100,7 +101,7 @@ def test_deficit_windows_may_mix_units():
 def test_what_is_observed_does_not_change_the_trunk():
     a = cfg.load(None, {})
     assert a.hash() == a.with_values(save_at="500", fisher_every="1ep", eval_every="2ep").hash()
-    assert a.branch_identity(50) == a.with_values(rewind_iter="50it").branch_identity(50)
+    assert branch_identity(a, 50) == branch_identity(a.with_values(rewind_iter="50it"), 50)
 
 
 def test_critical_period_recipe_is_achilles():

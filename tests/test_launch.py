@@ -14,9 +14,9 @@ import torch
 
 from conftest import cli_args, run_cli, tiny_config
 from rewind import launch
-from rewind.studies import imp
+from rewind.studies import common, imp
 from rewind.archive import run as runs
-from rewind.launch import records, submit, worker
+from rewind.launch import records, submit
 from rewind.train.trunk import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,7 +124,7 @@ def test_a_failed_job_is_shown_with_its_last_line_and_resubmitted_alone(tmp_path
     assert run_cli(args, capsys)[0] == 0
     plan = launch.latest_plan(tmp_path / "study")
     with pytest.raises(Exception):  # the branch job run before its trunk: the job itself says why
-        worker.run_job(str(plan.folder() / f"plan-{plan.key()}.json"), "imp-k20")
+        common.task()(str(plan.folder() / f"plan-{plan.key()}.json"), "imp-k20")
     state = records.state(plan, plan.job("imp-k20"))
     assert state.state == "failed" and "is not a rewind archive" in state.detail
     code, out, _ = run_cli(args, capsys)
@@ -244,14 +244,12 @@ def test_a_preempted_job_is_requeued_and_resumes_bit_for_bit(tmp_path, monkeypat
     """Slurm's way: the preemption signal, submitit's checkpoint and requeue, the run resumed from its archive."""
     import submitit
 
-    from rewind.launch.worker import Task
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = tiny_config(data_dir=str(tmp_path / "cache"), steps="160it", save_every="20it", eval_every="160it")
     plan = imp.trunk_plan(config, tmp_path / "t")
     executor = submitit.LocalExecutor(folder=tmp_path / "logs")
     executor.update_parameters(timeout_min=60)
-    job = executor.submit(Task(), str(plan.save()), "trunk")
+    job = executor.submit(common.task(), str(plan.save()), "trunk")
     manifest = tmp_path / "t" / "manifest.json"
     while not (manifest.exists() and len(runs.read(tmp_path / "t").stage("trunk").steps()) >= 8):
         assert not job.done(), job.stderr()

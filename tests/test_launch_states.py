@@ -12,9 +12,10 @@ import pytest
 from conftest import run_cli, tiny_config
 from rewind import launch
 from rewind.errors import UserError
-from rewind.launch import files, records, slurm, submit, worker
+from rewind.launch import files, records, slurm, submit
+from rewind.launch.settings import LaunchConfig
 from rewind.launch.slurm import Info
-from rewind.studies import imp
+from rewind.studies import common, imp
 
 # `squeue -h -r --states=all -O JobArrayID:|,State:|,Reason:|,RestartCnt:|` on Slurm 22.05 (a pending
 # array not yet split is printed as a range even with -r).
@@ -158,7 +159,7 @@ def test_a_time_slot_that_saved_no_checkpoint_ends_the_job(tmp_path, monkeypatch
                                         (time.time() - limit, 0, True),   # the slot saved a checkpoint
                                         (time.time() - 60, 1, True)):     # preempted early: always requeued
         records.mark(plan, job, "running", started=started, progress=progress)
-        again = worker.Task().checkpoint(plan_file, "trunk")
+        again = common.task().checkpoint(plan_file, "trunk")
         assert (again is not None) == requeued
         own = files.read_state(plan.out, job.key)
         assert (own["state"] == "failed") != requeued
@@ -184,13 +185,13 @@ def test_resources_fit_the_run_and_the_partition():
     plan = imp.trunk_plan(tiny_config(), "/x")
     cpu_plan = imp.trunk_plan(tiny_config(device="cpu"), "/x")
     small, gpus = slurm.Nodes(2, 4000, 0), slurm.Nodes(64, 500000, 8)
-    given = cfg.LaunchConfig(gpus_per_job=2, cpus_per_job=3, mem_gb=5)
-    assert submit.resources(plan, cfg.LaunchConfig(), small) == {"gpus_per_node": 0, "cpus_per_task": 2,
+    given = LaunchConfig(gpus_per_job=2, cpus_per_job=3, mem_gb=5)
+    assert submit.resources(plan, LaunchConfig(), small) == {"gpus_per_node": 0, "cpus_per_task": 2,
                                                                  "mem_gb": 4000 / 1024}
-    assert submit.resources(plan, cfg.LaunchConfig(), gpus) == {"gpus_per_node": 1, "cpus_per_task": 8,
+    assert submit.resources(plan, LaunchConfig(), gpus) == {"gpus_per_node": 1, "cpus_per_task": 8,
                                                                 "mem_gb": 32}
-    assert submit.resources(cpu_plan, cfg.LaunchConfig(), gpus)["gpus_per_node"] == 0  # --device cpu
-    assert submit.resources(plan, cfg.LaunchConfig(), None)["gpus_per_node"] == 1  # sinfo silent: the default
+    assert submit.resources(cpu_plan, LaunchConfig(), gpus)["gpus_per_node"] == 0  # --device cpu
+    assert submit.resources(plan, LaunchConfig(), None)["gpus_per_node"] == 1  # sinfo silent: the default
     assert submit.resources(plan, given, gpus) == {"gpus_per_node": 2, "cpus_per_task": 3, "mem_gb": 5}
 
 
@@ -270,7 +271,7 @@ def test_the_last_job_waits_for_a_run_still_held_by_another_before_it_summarizes
     held = FolderLock(folders[1]).acquire()
     threading.Timer(0.5, held.release).start()
     start = time.time()
-    assert worker.summarize_if_last(plan) and summarized[0] - start >= 0.4
+    assert common.summarize_if_last(plan) and summarized[0] - start >= 0.4
 
 
 def test_stats_is_complete_by_a_marker_of_its_own_per_settings(tmp_path):

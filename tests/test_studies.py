@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_cli, tiny_config
 from rewind import launch, models
-from rewind.studies import critical, imp
+from rewind.studies import common, critical, imp
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import masks as M
@@ -260,7 +260,7 @@ def test_critical_period_sweep_trains_the_trunk_once(tmp_path, cache):
     assert launch.pending(critical.plan(config, tmp_path / "cp")) == []  # the plan names what run trained
     # Run as jobs (trunk, then each continuation, then the summary), the same table, bit for bit.
     jobs = critical.plan(config, tmp_path / "jobs")
-    launch.execute_inline(jobs)
+    common.run(jobs)
     assert [j.name for j in jobs.jobs] == ["trunk", "switch_at-0", "switch_at-20", "switch_at-40"]
     assert pd.read_csv(tmp_path / "jobs" / "results.csv").equals(pd.read_csv(tmp_path / "cp" / "results.csv"))
     assert summary.switch_at.tolist() == [0, 20, 40] and summary.replicates.tolist() == [1, 1, 1]

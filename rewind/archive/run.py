@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from rewind import config as cfg
 from rewind.archive.atomic import write_bytes
 from rewind.archive.checkpoints import sha256
 from rewind.archive.lock import FolderLock
@@ -109,11 +108,24 @@ def check_identity(root: Path, data: dict[str, Any], kind: str, identity: dict[s
     if data.get("kind") != kind:
         raise UserError(f"{root} holds a {data.get('kind')} run, not a {kind} run; choose another --out")
     if data.get("config_hash") != identity_hash(identity):
-        changes = cfg.diff(data.get("identity", {}), identity)
+        changes = diff(data.get("identity", {}), identity)
         raise UserError(
             f"{root} already holds a run with a different config ({'; '.join(changes[:3]) or 'its identity'}); "
             "use another --out, or the same options to resume it"
         )
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """'section.key: a -> b' for every value that differs between two identities (of sections, or
+    flat, as the deep-linear studies' are, or nested deeper)."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
 
 
 def _put_back(root: Path, manifest: bytes | None, existed: list[str] | None) -> None:

@@ -3,29 +3,28 @@
 A study describes the runs it needs as a `Plan` of `Job`s, plain data: each job is one run the
 archive already knows how to resume (a trunk, an IMP branch with its levels, a continuation, a
 child pair, an arm, a sweep), the jobs it waits for, and the study's own arguments to train it.
-The study's module trains one job (`execute(plan, job)`) and writes the study's tables from the
-archive (`summarize(plan)`). With `inline` the study runs in the command's process as it always
-has; `local` and `slurm` send each job that is not complete (and not already queued or running)
-to submitit, in waves (`local`) or as job arrays chained with `afterok` (`slurm`), and the job
-that finishes last writes the summary. The archive is the only state: a job that dies is
-resubmitted by running the same command again and resumes from its last checkpoint.
+The layer above (`rewind.studies.common`) gives the executors a `worker.Task`: how to train one
+job (`execute(plan, job)`) and write the study's tables from the archive (`summarize(plan)`);
+launch never imports a study. `local` and `slurm` send each job that is not complete (and not
+already queued or running) to submitit, in waves (`local`) or as job arrays chained with `afterok`
+(`slurm`), and the job that finishes last writes the summary. The archive is the only state: a
+job that dies is resubmitted by running the same command again and resumes from its last checkpoint.
 
-Nothing a job needs is pickled beyond the path of its plan file and its name: the plan is JSON
-(`launch/plan-<hash>.json` in the study folder), read back with `read_plan`; `files` has every file
-of the launch folder and its validating reader.
+Nothing a job needs is pickled beyond its `Task` (references to the study layer's two functions)
+and the path of its plan file and its name: the plan is JSON (`launch/plan-<hash>.json` in the
+study folder), read back with `read_plan`; `files` has every file of the launch folder and its
+validating reader. Importing this package loads no torch: the CLI reads `settings` from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewind.archive import run as runs
 from rewind.errors import UserError
 
 
@@ -41,6 +40,7 @@ class Job:
     levels: int = 0  # an IMP branch: complete once it holds this many levels
     marker: str = ""  # a job that writes no run folder (an analysis): complete once this file exists
     more: tuple[str, ...] = ()  # further run folders it writes (runs stacked in one job with --parallel)
+    holds: tuple[int, ...] = ()  # checkpoints its trunk must hold to be complete (a new one asked is trained)
     # (run folder, kind, identity) of runs it reopens by name (trunks): checked as reopening them checks
     expect: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
@@ -74,7 +74,8 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
         jobs = tuple(Job(**{**j, "after": tuple(j["after"]), "more": tuple(j.get("more", ())),
-                            "expect": tuple(tuple(e) for e in j.get("expect", ()))}) for j in d["jobs"])
+                            "expect": tuple(tuple(e) for e in j.get("expect", ())),
+                            "holds": tuple(j.get("holds", ()))}) for j in d["jobs"])
         return cls(d["study"], d["out"], d["config"], jobs, d.get("summary", {}), d.get("command", ""))
 
     def key(self) -> str:
@@ -104,24 +105,27 @@ def latest_plan(out: str | Path) -> Plan | None:
     return files.latest_plan(out)
 
 
-def study(plan: Plan):
-    """The module that trains `plan`'s jobs (a study module: `execute`, `summarize`)."""
-    return importlib.import_module(plan.study)
-
-
 def done(job: Job) -> bool:
     """Whether the archive holds `job` complete (an IMP branch: with all its levels); UserError where a
     run it reopens holds another config, as the run itself would refuse (so a plan never calls such a
     run complete)."""
+    from rewind.archive import run as runs  # here: the CLI reads this package's settings without torch
+
     for path, kind, identity in job.expect:
         if (Path(path) / runs.MANIFEST).exists():
             runs.check_identity(Path(path), runs.read(path).manifest.data, kind, identity)
     if job.marker:
         return Path(job.marker).exists()
+    if job.holds and (Path(job.path) / runs.MANIFEST).exists():
+        held = runs.read(job.path).stage("trunk")
+        if not all(held.has(k) for k in job.holds):
+            return False
     return all(_complete(Path(p), job.levels) for p in (job.path, *job.more))
 
 
 def _complete(path: Path, levels: int) -> bool:
+    from rewind.archive import run as runs
+
     if not (path / runs.MANIFEST).exists():
         return False
     data = runs.read(path).manifest.data
@@ -141,20 +145,14 @@ def pending(plan: Plan) -> list[Job]:
 
 def describe(plan: Plan) -> str:
     """The plan as `--dry-run` prints it: every run, what it trains, and whether the archive holds it."""
+    from rewind.archive.run import MANIFEST
+
     lines = [f"plan: {len(plan.jobs)} runs in {plan.out}"]
     for j in plan.jobs:
         path = Path(j.path)
-        started = (path / runs.MANIFEST).exists() and not j.marker
+        started = (path / MANIFEST).exists() and not j.marker
         state = "complete" if done(j) else "partial, resumes" if started else "to run"
         after = f"; after {', '.join(j.after)}" if j.after else ""
         folders = "".join(f"\n      {p}" for p in (j.path, *j.more))
         lines.append(f"  {j.name}: {j.describe} [{state}{after}]{folders}")
     return "\n".join(lines)
-
-
-def execute_inline(plan: Plan) -> None:
-    """Every pending job in this process, then the summary (what a job array does, one after another)."""
-    module = study(plan)
-    for job in pending(plan):
-        module.execute(plan, job)
-    module.summarize(plan)

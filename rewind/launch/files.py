@@ -79,7 +79,7 @@ def folder(out: str | Path) -> Path:
 # --- study.json and plan-<hash>.json ---------------------------------------------------------------------
 
 JOB_FIELDS = {"name": str, "path": str, "describe": str, "args": dict, "after": [str], "levels": int,
-              "marker": str, "more": [str]}
+              "marker": str, "more": [str], "holds": [int]}
 PLAN_FIELDS = {"study": str, "out": str, "config": dict, "jobs": list, "summary": dict, "command": str}
 
 

@@ -16,17 +16,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import time
 from contextlib import redirect_stderr
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rewind import config as cfg
 from rewind.errors import UserError
 from rewind.launch import Job, Plan, files, records, slurm
+from rewind.launch.settings import LaunchConfig, sbatch_options
+
+if TYPE_CHECKING:
+    from rewind.launch.worker import Task
 
 
 def sends(plan: Plan, table: records.Table) -> tuple[list[Job], list[str]]:
@@ -74,8 +78,9 @@ def arrays(wave: list[Job], ids: dict[str, str]) -> list[tuple[tuple[str, ...], 
     return list(out.items())
 
 
-def submit(plan: Plan, launch: cfg.LaunchConfig, say: Callable[[str], None] = print) -> None:
-    """Send out what `plan` still needs, saying what happens; UserError if a local run failed."""
+def submit(plan: Plan, launch: LaunchConfig, task: Task, say: Callable[[str], None] = print) -> None:
+    """Send out what `plan` still needs, each job run by `task`, saying what happens; UserError if a
+    local run failed."""
     if launch.executor == "slurm":  # before anything is written
         check_slurm()
         check_visible(plan.out)
@@ -99,12 +104,12 @@ def submit(plan: Plan, launch: cfg.LaunchConfig, say: Callable[[str], None] = pr
             say(f"every run of {plan.out} is complete; its tables: `rewind runs summarize {plan.out}`")
         return
     if launch.executor == "slurm":
-        submit_slurm(plan, table, jobs, cancel, launch, extra, nodes, say)
+        submit_slurm(plan, table, jobs, cancel, launch, extra, nodes, task, say)
         return
     plan_file = plan.save()
     if launch.detach:
-        detach(plan, plan_file, jobs, say)
-    elif failed := run_local(plan, plan_file, jobs, launch, say):
+        detach(plan, plan_file, jobs, task, say)
+    elif failed := run_local(plan, plan_file, jobs, launch, task, say):
         raise UserError(f"{len(failed)} of {len(jobs)} runs did not complete ({', '.join(sorted(failed)[:4])}); "
                         f"`rewind runs show {plan.out}` has the last line of each log; run the command again to "
                         "resume them")
@@ -116,12 +121,11 @@ def _gpus() -> list[int]:
     return list(range(torch.cuda.device_count()))
 
 
-def run_local(plan: Plan, plan_file: Path, jobs: list[Job], launch: cfg.LaunchConfig,
+def run_local(plan: Plan, plan_file: Path, jobs: list[Job], launch: LaunchConfig, task: Task,
               say: Callable[[str], None] = print, driver_pid: int | None = None) -> set[str]:
-    """Run `jobs` wave by wave as local processes; returns the names of those that did not complete."""
+    """Run `jobs` wave by wave as local processes (each `task`); returns the names of those that did not
+    complete."""
     import submitit
-
-    from rewind.launch.worker import Task
 
     gpus = _gpus()
     slots: list[int | None] = (gpus if gpus else [None]) if not launch.local_jobs else \
@@ -143,7 +147,7 @@ def run_local(plan: Plan, plan_file: Path, jobs: list[Job], launch: cfg.LaunchCo
                 gpu = slots[slot]
                 executor.update_parameters(timeout_min=60 * 24 * 365, gpus_per_node=0 if gpu is None else 1,
                                            visible_gpus=() if gpu is None else (gpu,))
-                sub = executor.submit(Task(), str(plan_file), job.name)
+                sub = executor.submit(task, str(plan_file), job.name)
                 records.record(plan, [(job, {"executor": "local", "job_id": sub.job_id, "host": os.uname().nodename,
                                              "driver_pid": driver_pid or os.getpid(),
                                              "stderr": str(sub.paths.stderr), "folder": str(sub.paths.folder)})])
@@ -161,13 +165,16 @@ def run_local(plan: Plan, plan_file: Path, jobs: list[Job], launch: cfg.LaunchCo
     return failed
 
 
-def detach(plan: Plan, plan_file: Path, jobs: list[Job], say: Callable[[str], None]) -> None:
-    """Start a background process that runs the jobs locally, and return."""
+def detach(plan: Plan, plan_file: Path, jobs: list[Job], task: Task, say: Callable[[str], None]) -> None:
+    """Start a background process that runs the jobs locally, and return. It reads `task` from its
+    stdin, pickled as submitit sends a job its task (references to the study layer's functions)."""
     log = plan.folder() / "driver.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-m", "rewind.launch.local", str(plan_file)], stdout=f, stderr=f,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.PIPE, start_new_session=True)
+        proc.stdin.write(pickle.dumps(task))
+        proc.stdin.close()
     records.record(plan, [(j, {"executor": "local", "job_id": "", "driver_pid": proc.pid,
                                "host": os.uname().nodename}) for j in jobs])
     say(f"started {len(jobs)} runs in the background (pid {proc.pid}, log {log})")
@@ -217,7 +224,7 @@ def check_time_limit(minutes: int) -> None:
 
 def check_sbatch(text: str) -> dict[str, str]:
     """The --sbatch options, each one this cluster's sbatch knows."""
-    extra = cfg.sbatch_options(text)
+    extra = sbatch_options(text)
     known = slurm.sbatch_options()
     for key, value in extra.items():
         if known and key not in known:
@@ -240,7 +247,7 @@ def _device(plan: Plan) -> str:
     return plan.config.get("runtime", {}).get("device") or plan.summary.get("overrides", {}).get("device") or "auto"
 
 
-def resources(plan: Plan, launch: cfg.LaunchConfig, nodes: slurm.Nodes | None) -> dict[str, Any]:
+def resources(plan: Plan, launch: LaunchConfig, nodes: slurm.Nodes | None) -> dict[str, Any]:
     """GPUs, CPUs and memory per job: those given, else what the run needs within the partition's
     largest node (`nodes`; None where sinfo cannot tell): no GPU for --device cpu or where the nodes
     have none (--device auto), at most 8 CPUs and 32 GB."""
@@ -291,14 +298,12 @@ class _Written:
                     shutil.rmtree(folder)
 
 
-def _sbatch(executor, plan_file: Path, jobs: list[Job]) -> list[Any]:
-    """Submit `jobs` as one array; UserError with sbatch's own words in one line if it refuses."""
-    from rewind.launch.worker import Task
-
+def _sbatch(executor, plan_file: Path, jobs: list[Job], task: Task) -> list[Any]:
+    """Submit `jobs` as one array (each `task`); UserError with sbatch's own words in one line if it refuses."""
     said = io.StringIO()  # submitit prints what sbatch said on a failure: it goes into the one line
     try:
         with redirect_stderr(said), executor.batch():
-            return [executor.submit(Task(), str(plan_file), j.name) for j in jobs]
+            return [executor.submit(task, str(plan_file), j.name) for j in jobs]
     except Exception as e:  # noqa: BLE001  sbatch refused: say what it said, in one line
         text = f"{e}\n{said.getvalue()}"
         line = slurm.refusal(text)
@@ -308,8 +313,8 @@ def _sbatch(executor, plan_file: Path, jobs: list[Job]) -> list[Any]:
         raise UserError(f"sbatch refused the jobs: {line}; {slurm.hint(line)}") from None
 
 
-def submit_slurm(plan: Plan, table: records.Table, jobs: list[Job], cancel: list[str], launch: cfg.LaunchConfig,
-                 extra: dict[str, str], nodes: slurm.Nodes | None, say: Callable[[str], None]) -> None:
+def submit_slurm(plan: Plan, table: records.Table, jobs: list[Job], cancel: list[str], launch: LaunchConfig,
+                 extra: dict[str, str], nodes: slurm.Nodes | None, task: Task, say: Callable[[str], None]) -> None:
     import submitit
 
     names = {j.name for j in jobs}
@@ -335,7 +340,7 @@ def submit_slurm(plan: Plan, table: records.Table, jobs: list[Job], cancel: list
             executor.update_parameters(**params, slurm_additional_parameters={**fixed, **extra, **dependency})
             before = written.files()
             try:
-                subs = _sbatch(executor, plan_file, group)
+                subs = _sbatch(executor, plan_file, group, task)
             except UserError as e:
                 written.undo(before, everything=not sent)
                 if sent:

@@ -1,9 +1,9 @@
 """Settings of the deep-linear studies: frozen dataclass sections, one source for TOML keys and CLI flags.
 
 They share nothing with the CNN trainer's `Config` (no data, model or optimizer settings), so they
-are sections of their own (`[pathways]` or `[completion]`, and `[runtime]`) built with the same
-machinery (`rewind.config.load` with a schema): unknown keys are errors, every field is a flag.
-Step lists accept `1k` for 1000.
+are kinds of settings of their own (`[pathways]` or `[completion]`, and `[runtime]`; `rewind.studies`
+registers the executors' `[launch]` with them) built with the same machinery (`rewind.settings`):
+unknown keys are errors, every field is a flag. Step lists accept `1k` for 1000.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from rewind import config as cfg
-from rewind.config import _f
 from rewind.errors import UserError
+from rewind.settings import Settings, _f
 
 _COUNT = re.compile(r"^(\d+)(k?)$")
 
@@ -184,41 +183,22 @@ class LinearRuntimeConfig:
         _at_least(0, threads=self.threads)
 
 
-@dataclass(frozen=True)
-class PathwaysStudy:
-    pathways: PathwaysConfig = PathwaysConfig()
-    runtime: LinearRuntimeConfig = LinearRuntimeConfig()
-    launch: cfg.LaunchConfig = cfg.LaunchConfig()
+class PathwaysStudy(Settings):
+    """The pathways study's settings: `study.pathways`, `study.runtime` (and `study.launch`)."""
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
-
-    def with_values(self, **values: Any) -> "PathwaysStudy":
-        return cfg.from_sections(self.to_dict(), values, schema=PATHWAYS, make=PathwaysStudy)
+    SECTIONS: ClassVar[dict[str, type]] = {"pathways": PathwaysConfig, "runtime": LinearRuntimeConfig}
 
 
-@dataclass(frozen=True)
-class CompletionStudy:
-    completion: CompletionConfig = CompletionConfig()
-    runtime: LinearRuntimeConfig = LinearRuntimeConfig()
-    launch: cfg.LaunchConfig = cfg.LaunchConfig()
+class CompletionStudy(Settings):
+    """The matrix-completion study's settings: `study.completion`, `study.runtime` (and `study.launch`)."""
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
-
-    def with_values(self, **values: Any) -> "CompletionStudy":
-        return cfg.from_sections(self.to_dict(), values, schema=COMPLETION, make=CompletionStudy)
-
-
-PATHWAYS: dict[str, type] = {"pathways": PathwaysConfig, "runtime": LinearRuntimeConfig, "launch": cfg.LaunchConfig}
-COMPLETION: dict[str, type] = {"completion": CompletionConfig, "runtime": LinearRuntimeConfig,
-                               "launch": cfg.LaunchConfig}
+    SECTIONS: ClassVar[dict[str, type]] = {"completion": CompletionConfig, "runtime": LinearRuntimeConfig}
 
 
 def load_pathways(path: str | None = None, overrides: dict[str, Any] | None = None) -> PathwaysStudy:
     """Defaults, then the TOML file (if any), then `overrides` (flat field names)."""
-    return cfg.load(path, overrides, schema=PATHWAYS, make=PathwaysStudy)
+    return PathwaysStudy.load(path, overrides)
 
 
 def load_completion(path: str | None = None, overrides: dict[str, Any] | None = None) -> CompletionStudy:
-    return cfg.load(path, overrides, schema=COMPLETION, make=CompletionStudy)
+    return CompletionStudy.load(path, overrides)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from rewind import config as cfg
+from rewind.studies.critical_settings import check_used
 from rewind import launch, steps
 from rewind.studies import imp
 from rewind.archive import run as runs
@@ -49,13 +50,6 @@ class Arm:
     start: int
     deficit: str
     end: int
-
-
-def points(text: str, ipe: int, what: str = "step") -> list[int]:
-    """'0,20,40,60,80ep' -> iterations; a bare number takes the unit written last, as people write it."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    unit = next((u for u in ("ep", "it") if parts and parts[-1].endswith(u) and not parts[-1].endswith("epit")), "")
-    return sorted({steps.parse(p + unit if p.isdigit() else p, ipe, what) for p in parts})
 
 
 def _spec(config: cfg.Config) -> str:
@@ -99,10 +93,10 @@ def plan_arms(config: cfg.Config, ipe: int) -> tuple[str, int, list[Arm]]:
 
     if c.window.strip():
         width = steps.parse(c.window, ipe, "window")
-        starts = points(c.starts, ipe, "starts")
+        starts = steps.points(c.starts, ipe, "starts")
         arms = [Arm(s, f"{spec}:{s}it-{s + width}it", end(s + width)) for s in starts]
         return "", max(starts), arms
-    switches = points(c.switch_at, ipe, "switch_at")
+    switches = steps.points(c.switch_at, ipe, "switch_at")
     if c.direction == "deficit-then-normal":
         return f"{spec}:0it-", max(switches), [Arm(t, "", end(t)) for t in switches]
     return "", max(switches), [Arm(t, f"{spec}:{t}it-", end(t)) for t in switches]
@@ -110,7 +104,7 @@ def plan_arms(config: cfg.Config, ipe: int) -> tuple[str, int, list[Arm]]:
 
 def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
     """Train the sweep (all replicates) into `out`; returns the results table (also results.csv/png)."""
-    cfg.check_used(config, "critical-period")
+    check_used(config)
     out = Path(out)
     r = config.study.replicates
     tables = [_one(cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}") for i in range(r)]
@@ -157,7 +151,7 @@ def _identity(trunk_config: cfg.Config, arm: Arm) -> dict:
 
 def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """The sweep as jobs: per replicate the trunk, then one job per continuation (after its trunk)."""
-    cfg.check_used(config, "critical-period")
+    check_used(config)
     out, r = Path(out), config.study.replicates
     jobs = []
     for i in range(r):

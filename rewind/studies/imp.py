@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from rewind import config as cfg
+from rewind.studies import imp_settings
+from rewind.studies.imp_settings import branch_identity, plain
 from rewind import launch, seeds, steps
 from rewind.archive import run as runs
 from rewind.archive.run import Run, open_run
@@ -54,7 +56,7 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     """
     from rewind.analysis.results import write_summary, write_trunk_table
 
-    cfg.check_used(config, "imp")
+    imp_settings.check_used(config)
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
     replicates, parallel = config.study.replicates, config.study.parallel
@@ -82,7 +84,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
     """The runs `run` trains, as jobs: a trunk per replicate (with `out`), then per trunk one IMP
     branch per rewind point (its levels in order inside the job), a control or perturbation after
     the plain branch whose masks it reuses. Reads nothing but manifests."""
-    cfg.check_used(config, "imp")
+    imp_settings.check_used(config)
     if (out is None) == (from_ is None):
         raise UserError("give either --out runs/NAME (train a trunk, then prune) or --from runs/TRUNK (reuse one)")
     if from_ is not None:
@@ -113,10 +115,10 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
             trunk_job = [jobs[-1].name]
         # With --parallel P, P rewind points share a job and train stacked on its device.
         for chunk in (ks[j:j + c.study.parallel] for j in range(0, len(ks), c.study.parallel)):
-            plain = c.plain()
+            plain_c = plain(c)
             names = [f"{prefix}imp-k{'+'.join(map(str, chunk))}"]
-            variants = [plain] if plain == c else [plain, c]
-            if plain != c:
+            variants = [plain_c] if plain_c == c else [plain_c, c]
+            if plain_c != c:
                 names.append(names[0] + "".join(f"-{v}" for v in (c.imp.control, c.imp.perturb) if v != "none"))
             for j, (name, v) in enumerate(zip(names, variants)):
                 kind = "".join(f" {x}" for x in (v.imp.control, v.imp.perturb) if x != "none")
@@ -125,7 +127,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
                 paths = [str(branch_path(v, root, k)) for k in chunk]
                 jobs.append(launch.Job(name, paths[0], what,
                                        {"kind": "branch", "replicate": i, "root": str(root), "ks": chunk,
-                                        "control": v != plain},
+                                        "control": v != plain_c},
                                        after=tuple(trunk_job + names[:j]), levels=c.imp.levels,
                                        more=tuple(paths[1:])))
     summary = {"out": str(out) if out is not None else None, "from": str(from_) if from_ is not None else None}
@@ -175,7 +177,7 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
                                                                                 tplan.total))
         trunk.train_replicas([c], [root], extra_saves=extra)
         return
-    branch = (c if job.args["control"] else c.plain()).with_values(rewind_iter=",".join(f"{k}it"
+    branch = (c if job.args["control"] else plain(c)).with_values(rewind_iter=",".join(f"{k}it"
                                                                                          for k in job.args["ks"]))
     _group([branch], [root], reuse=True)
 
@@ -238,9 +240,10 @@ def _settings(config: cfg.Config) -> dict:
 
 def _resolved(name: str, value, ipe: int):
     """Steps as iterations ('1ep' and '391it' are one value), anything else as it is."""
-    if name in cfg.STEP_FIELDS:
+    step = cfg.all_fields()[name][1].metadata.get("step")
+    if step == "one":
         return steps.parse(value, ipe) if str(value).strip() else 0
-    if name in cfg.STEP_LIST_FIELDS:
+    if step == "list":
         return steps.parse_list(value, ipe)
     return value
 
@@ -272,13 +275,13 @@ def _group(configs: list[cfg.Config], roots: list[Path], reuse: bool) -> list[Im
     runs_at = [(c.with_values(rewind_iter=f"{k}it"), s, r, k) for k in ks for c, s, r in zip(configs, setups, roots)]
     branches = [Branch(*a) for a in runs_at]
     parallel = configs[0].study.parallel
-    if configs[0].plain() == configs[0]:
+    if plain(configs[0]) == configs[0]:
         return _train_branches(branches, parallel)
     # Controls and perturbations reuse the plain branch's masks level by level (a complete plain
     # branch is only read back). All of a level's masks are made before it trains, plain ones
     # first, so a control may train beside its plain branch.
-    plain = [Branch(c.plain(), s, r, k) for c, s, r, k in runs_at]
-    return _train_branches(plain + branches, parallel)[len(plain):]
+    plains = [Branch(plain(c), s, r, k) for c, s, r, k in runs_at]
+    return _train_branches(plains + branches, parallel)[len(plains):]
 
 
 def _train_branches(branches: list["Branch"], parallel: int) -> list[ImpResult]:
@@ -306,7 +309,7 @@ def _check_held(config: cfg.Config, root: Path, ks: list[int]) -> None:
 
 
 def branch_path(config: cfg.Config, root: Path, k: int) -> Path:
-    identity = config.branch_identity(k)
+    identity = branch_identity(config, k)
     kind = "".join(f"-{v}" for v in (config.imp.control, config.imp.perturb) if v != "none")
     return root / "branches" / f"imp-k{k}{kind}-{runs.identity_hash(identity)[:8]}"
 
@@ -325,12 +328,12 @@ class Branch:
     def __init__(self, config: cfg.Config, setup: Setup, root: Path, k: int):
         self.config, self.setup, self.root, self.k = config, setup, root, k
         self.path = branch_path(config, root, k)
-        self.plain = branch_path(config.plain(), root, k) if config.plain() != config else None
+        self.plain = branch_path(plain(config), root, k) if plain(config) != config else None
         self.plan = _level_plan(setup.plan, k, steps.parse(config.train.save_every, setup.plan.iterations_per_epoch))
 
     def __enter__(self) -> "Branch":
         c, k = self.config, self.k
-        self._ctx = open_run(self.path, "imp", c.to_dict(), c.branch_identity(k), trunk=str(self.root), rewind_iter=k)
+        self._ctx = open_run(self.path, "imp", c.to_dict(), branch_identity(c, k), trunk=str(self.root), rewind_iter=k)
         self.run = self._ctx.__enter__()
         try:
             trunk_run = runs.read(self.root)

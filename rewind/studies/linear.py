@@ -7,12 +7,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from rewind import config as cfg
 from rewind import launch
 from rewind.linear import config as linear_config
 
-SWEEPS = {"pathways": (linear_config.PATHWAYS, linear_config.PathwaysStudy),
-          "completion": (linear_config.COMPLETION, linear_config.CompletionStudy)}
+SWEEPS = {"pathways": linear_config.PathwaysStudy, "completion": linear_config.CompletionStudy}
 
 
 def plan(kind: str, study, out: str | Path) -> launch.Plan:
@@ -47,8 +45,7 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
     from rewind.linear import completion, pathways
 
     kind = job.args["kind"]
-    schema, make = SWEEPS[kind]
-    study = cfg.from_sections(plan.config, schema=schema, make=make)
+    study = SWEEPS[kind].from_sections(plan.config)
     (pathways if kind == "pathways" else completion).run(study, plan.out)
 
 

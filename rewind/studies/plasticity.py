@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 
 from rewind import config as cfg
+from rewind.studies.plasticity_settings import STUDIES, check_used, numbers
 from rewind import launch, models, seeds, steps
 from rewind.studies import imp
 from rewind.studies.warm_phases import (WARM_SGD_MOMENTUM, first_phase, optimizer_values, second_phase,  # noqa: F401
@@ -56,7 +57,6 @@ from rewind.train.warmstart import (ShrinkPerturbAt, check_layers, fresh_bn_stat
                                     shrink_perturb, top_groups)
 
 ARMS = ("warm", "shrink-perturb", "reset", "scratch")
-STUDIES = cfg.STUDIES
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,11 @@ def settings(config: cfg.Config) -> list[Setting]:
     if w.optimizers:
         axes.append(optimizer_values(config))
     if study == "lr":
-        axes.append([{"first_lr": lr} for lr in cfg.numbers(w.first_lr, "first_lr") or [config.train.lr]])
+        axes.append([{"first_lr": lr} for lr in numbers(w.first_lr, "first_lr") or [config.train.lr]])
     if study == "size":
         spec = models.check(config.model.model, config.model.width, config.model.blocks)
-        widths = cfg.numbers(w.widths, "widths", int, 1) or [config.model.width or spec.default_width]
-        depths = cfg.numbers(w.depths, "depths", int, 1)
+        widths = numbers(w.widths, "widths", int, 1) or [config.model.width or spec.default_width]
+        depths = numbers(w.depths, "depths", int, 1)
         if depths and not spec.takes_blocks:
             raise UserError(f"--depths sets resnet18's blocks per stage; {config.model.model}'s depth is in its "
                             "name: drop --depths, or use --model resnet18")
@@ -128,7 +128,7 @@ def settings(config: cfg.Config) -> list[Setting]:
         values = {k: v for part in combo for k, v in part.items()}
         c = cfg.replicate(config, values.get("replicate", 0))
         if "optimizer" in values:
-            c = c.with_optimizer(values["optimizer"], values["optimizer_lr"])
+            c = c.with_optimizer(values["optimizer"], values["optimizer_lr"], second_optimizer="same", optimizers="")
             if values["optimizer_momentum"] is not None:
                 c = c.with_values(momentum=values["optimizer_momentum"])
         if "first_lr" in values:
@@ -152,7 +152,7 @@ def _shrunk_firsts(setting: Setting, study: str) -> dict[tuple[float, float], Se
     their own that starts from lam * theta0 + sigma * theta0' (Ash & Adams's code shrinks and perturbs
     at every round, the first included), in a folder beside the setting's."""
     w = setting.config.warm
-    lams, sigmas = cfg.numbers(w.shrink, "shrink"), cfg.numbers(w.perturb_sigma, "perturb_sigma")
+    lams, sigmas = numbers(w.shrink, "shrink"), numbers(w.perturb_sigma, "perturb_sigma")
     pairs = list(product(lams, sigmas)) if study == "shrink" else [(lams[0], sigmas[0])]
     out = {}
     for lam, sigma in pairs:
@@ -210,20 +210,18 @@ def specs(config: cfg.Config) -> StudyPlan:
 def first_points(config: cfg.Config, ipe: int) -> list[int]:
     """The length study's first-phase lengths in iterations (a bare number takes the unit written last;
     `ipe`: iterations per epoch of the first phase's subset)."""
-    from rewind.studies.critical import points
-
-    return points(config.warm.first_steps or config.train.steps, ipe, "first_steps")
+    return steps.points(config.warm.first_steps or config.train.steps, ipe, "first_steps")
 
 
 def _check(config: cfg.Config) -> None:
     w, study = config.warm, config.warm.study
-    cfg.check_used(config, "warm-start")
+    check_used(config)
     if study == "arms":  # the reset arm's layers, named before anything trains
         model = models.build(config.model.model, config.model.width or 0, blocks=config.model.blocks)
         check_layers(model, layers_to_reset(config, model))
     if study == "stages":  # n stages and the final one each add a group of classes
         classes = num_classes(config.data.source)
-        if max(cfg.numbers(w.stages, "stages", int, 1)) + 1 > classes:
+        if max(numbers(w.stages, "stages", int, 1)) + 1 > classes:
             raise UserError(f"--stages {w.stages}: n stages need n + 1 class groups, and {config.data.source} has "
                             f"{classes} classes; use at most {classes - 1} stages")
     if study == "length" and config.train.until_train_acc:
@@ -272,7 +270,7 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
         return ArmSpec(study, name, {**values, **extra}, first.folder, start, op, second, identity, key)
 
     second = second_phase(c)
-    lam, sigma = cfg.numbers(w.shrink, "shrink")[0], cfg.numbers(w.perturb_sigma, "perturb_sigma")[0]
+    lam, sigma = numbers(w.shrink, "shrink")[0], numbers(w.perturb_sigma, "perturb_sigma")[0]
     bn = {"bn_stats": w.warm_bn_stats} if legacy else {}
     if study == "arms":
         arms = [arm("warm", second, bn),
@@ -285,7 +283,7 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
         arms.append(arm("scratch", second, {}))
     elif study == "reset":
         groups = len(layer_groups(_model(setting)))
-        js = cfg.numbers(w.reset_from, "reset_from", int, 1) or list(range(1, groups + 1))
+        js = numbers(w.reset_from, "reset_from", int, 1) or list(range(1, groups + 1))
         if max(js) > groups:
             raise UserError(f"--reset-from {w.reset_from}: {c.model.model} has layer groups 1..{groups}")
         arms = [arm("warm", second, {"reset_from": groups + 1, "groups_reset": 0})]
@@ -296,11 +294,11 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
         arms = [arm("warm", second, {"lam": 1.0, "sigma": 0.0})]
         arms += [arm("shrink-perturb", second, {"lam": a, "sigma": s}, {"lam": a, "sigma": s},
                      op_identity={"lam": a, "sigma": s}, first=shrunk.get((a, s), setting))
-                 for a in cfg.numbers(w.shrink, "shrink") for s in cfg.numbers(w.perturb_sigma, "perturb_sigma")]
+                 for a in numbers(w.shrink, "shrink") for s in numbers(w.perturb_sigma, "perturb_sigma")]
         arms.append(arm("scratch", second, {}))
     elif study == "lr":
         arms = []
-        for lr in cfg.numbers(w.second_lr, "second_lr") or [c.train.lr]:
+        for lr in numbers(w.second_lr, "second_lr") or [c.train.lr]:
             second = second_phase(c, lr)
             arms += [arm("warm", second, {"second_lr": lr}), arm("scratch", second, {"second_lr": lr})]
     elif study == "size":
@@ -308,14 +306,14 @@ def _arms(setting: Setting, study: str, length: int, saves: tuple[int, ...], ipe
     elif study == "transition":
         total = steps.parse(w.second_steps, ipe, "second_steps")
         arms = [arm("transition", second.with_values(deficit=transition(c, g, total)), {"gamma": g}, versus=second)
-                for g in cfg.numbers(w.transition_gamma, "transition_gamma")]
+                for g in numbers(w.transition_gamma, "transition_gamma")]
         arms.append(arm("scratch", second, {}))
     elif study == "stages":
         final = steps.parse(w.second_steps, ipe, "second_steps")
         shrink = {"stage_shrink": [lam, sigma]} if w.stage_shrink else {}
         arms = []
-        for n in cfg.numbers(w.stages, "stages", int, 1):
-            for r in cfg.numbers(w.stage_ratio, "stage_ratio"):
+        for n in numbers(w.stages, "stages", int, 1):
+            for r in numbers(w.stage_ratio, "stage_ratio"):
                 ends = stage_ends(second, n, r, c.train.steps)
                 arms.append(arm("stages", second.with_values(steps=f"{ends[-1] + final}it", deficit=stages(c, n, r, ends)),
                                 {"stages": n, "stage_ratio": r, **({"lam": lam, "sigma": sigma} if shrink else {})},
@@ -450,8 +448,8 @@ def start_from(setup: Setup, arm: str, first_weights: dict[str, torch.Tensor], c
     # A fresh init distinct from the trunk's own init (which `scratch` uses).
     fresh = setup.new_model(seed=seeds.derive(config.train.model_seed, "warm-fresh"))
     if arm == "shrink-perturb":
-        shrink_perturb(model, fresh, op.get("lam", cfg.numbers(w.shrink, "shrink")[0]),
-                       op.get("sigma", cfg.numbers(w.perturb_sigma, "perturb_sigma")[0]))
+        shrink_perturb(model, fresh, op.get("lam", numbers(w.shrink, "shrink")[0]),
+                       op.get("sigma", numbers(w.perturb_sigma, "perturb_sigma")[0]))
     elif arm == "reset":
         layers = top_groups(model, op["reset_from"]) if "reset_from" in op else layers_to_reset(config, model)
         reset_layers(model, fresh, layers)

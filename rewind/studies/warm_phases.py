@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rewind import config as cfg
+from rewind.studies.plasticity_settings import numbers, optimizer_list
 from rewind import steps
 from rewind.data.phases import stage_parts
 from rewind.errors import UserError
@@ -39,16 +40,17 @@ def second_phase(config: cfg.Config, lr: float | None = None) -> cfg.Config:
     first phase's weights: never a shrunk init of its own)."""
     w = config.warm
     kind = config.train.optimizer if w.second_optimizer == "same" else w.second_optimizer
-    lrs = cfg.numbers(w.second_lr, "second_lr")
+    lrs = numbers(w.second_lr, "second_lr")
     second = config.with_values(steps=w.second_steps, init_shrink=1.0, init_perturb=0.0)
-    return sgd_momentum(second.with_optimizer(kind, lr or (lrs[0] if lrs else None)))
+    return sgd_momentum(second.with_optimizer(kind, lr or (lrs[0] if lrs else None), second_optimizer="same",
+                                              optimizers=""))
 
 
 def optimizer_values(config: cfg.Config) -> list[dict[str, Any]]:
     """`--optimizers` as the values of one first phase each: kind, learning rate and (sgd, rmsprop)
     the momentum it trains with."""
     out = []
-    for kind, lr, momentum in cfg.optimizer_list(config.warm.optimizers):
+    for kind, lr, momentum in optimizer_list(config.warm.optimizers):
         if kind in cfg.OPTIMIZER_FIELDS["momentum"] and momentum is None:
             momentum = WARM_SGD_MOMENTUM if config.train.momentum is None else config.train.momentum
         value = {"optimizer": kind, "optimizer_lr": lr or config.train.lr, "optimizer_momentum": momentum}

@@ -1,4 +1,5 @@
-"""What `rewind runs list` and `rewind runs show` print about archives."""
+"""What `rewind runs list` and `rewind runs show` print about archives: their state, checkpoints,
+branches and resolved settings."""
 
 from __future__ import annotations
 
