@@ -1,7 +1,10 @@
 """The `rewind` command: parse, call, print. Every option comes from the settings dataclasses.
 
 Importing this module loads no torch, pandas or matplotlib (a command imports what it runs once its
-settings are checked), so `--help` and a refused setting answer at once."""
+settings are checked), so `--help` and a refused setting answer at once.
+
+Over 400 lines, and one idea: the command line, every command's options, examples and output in
+one place, as `rewind --help` lists them; each command is a few lines that call a study."""
 
 from __future__ import annotations
 
@@ -40,14 +43,14 @@ def launched(launch_config: LaunchConfig, make_plan: Callable[[], Any], dry_run:
     """Print the plan (--dry-run) or send it to the executor (local, slurm): True when done here;
     False: the command trains inline as usual."""
     from rewind import launch
-    from rewind.launch.submit import submit
+    from rewind.studies import common
 
     if dry_run:
         click.echo(launch.describe(make_plan()))
         return True
     if launch_config.executor == "inline":
         return False
-    submit(make_plan(), launch_config, click.echo)
+    common.submit(make_plan(), launch_config, click.echo)
     return True
 
 
@@ -213,8 +216,8 @@ def stats(run: str, dry_run: bool, **options: Any) -> None:
     """Early-phase statistics of every checkpoint of a trunk, and the overlap of its IMP masks."""
     runtime, launch_settings = _split_launch(options)
     launch_config = LaunchConfig(**launch_settings)
+    from rewind.studies.stats import plan as stats_plan
     from rewind.studies.stats import stats as run_stats
-    from rewind.studies.stats import stats_plan
 
     if launched(launch_config, lambda: stats_plan(run, runtime, launch_settings), dry_run):
         return
@@ -244,8 +247,8 @@ def stability(run: str, at: str, points: int, noise: str, bn: str, parallel: int
     """Linear mode connectivity: train two children from each k, report the error barrier between them."""
     runtime, launch_settings = _split_launch(options)
     launch_config = LaunchConfig(**launch_settings)
+    from rewind.studies.stability import plan as stability_plan
     from rewind.studies.stability import stability as run_stability
-    from rewind.studies.stability import stability_plan
 
     if launched(launch_config,
                 lambda: stability_plan(run, at, points, noise, bn, runtime, parallel, launch_settings), dry_run):
@@ -372,7 +375,7 @@ def runs_show(run: str) -> None:
 def runs_summarize(run: str) -> None:
     """Write a study's tables and plots from what its archive holds (after `--executor local|slurm`)."""
     from rewind.launch import latest_plan, pending
-    from rewind.launch.worker import summarize_if_last
+    from rewind.studies.common import summarize_if_last
 
     plan = latest_plan(run)
     if plan is None:

@@ -6,7 +6,8 @@ import torch
 
 from conftest import tiny_config
 from rewind import models, seeds
-from rewind.analysis import early, lmc
+from rewind.analysis import lmc
+from rewind.train import early
 from rewind.analysis.early_report import early_phase_table, write_early_phase, write_tensorboard
 from rewind.analysis.overlap import overlap
 from rewind.archive import run as runs

@@ -28,7 +28,7 @@ from torch import nn
 
 from rewind import config as cfg
 from rewind import data as D
-from rewind.analysis.fisher import fisher_trace, sample_labels
+from rewind.train.fisher import fisher_trace, sample_labels
 from rewind.data import phases as P
 from rewind.data import sources
 from rewind.data.loader import PAD

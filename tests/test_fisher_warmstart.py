@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from rewind import models
-from rewind.analysis.fisher import choose_examples, fisher_trace, sample_labels
+from rewind.train.fisher import choose_examples, fisher_trace, sample_labels
 from rewind.errors import UserError
 from rewind.train.warmstart import fresh_bn_statistics, reset_layers, shrink_perturb
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_config
 from rewind import models
-from rewind.studies import imp
+from rewind.studies import imp, imp_trunk
 from rewind.archive import run as runs
 from rewind.errors import UserError
 from rewind.prune import magnitude
@@ -290,11 +290,11 @@ def test_a_moved_dataset_is_the_trunks_dataset(tmp_path):
     for name, size in (("here", 100), ("there", 100), ("other", 99)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "ds.tar.gz").write_bytes(b"x" * size)
-    assert imp._same_dataset(str(tmp_path / "there" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
-    assert not imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
+    assert imp_trunk.same_dataset(str(tmp_path / "there" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
+    assert not imp_trunk.same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "here" / "ds.tar.gz"))
     # The recorded path is gone (the trunk came from another machine): the name decides.
-    assert imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "ds.tar.gz"))
-    assert not imp._same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "cifar.tar.gz"))
+    assert imp_trunk.same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "ds.tar.gz"))
+    assert not imp_trunk.same_dataset(str(tmp_path / "other" / "ds.tar.gz"), str(tmp_path / "gone" / "cifar.tar.gz"))
 
 
 def test_zero_levels_trains_the_trunk_only(tmp_path, capsys):

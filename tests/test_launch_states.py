@@ -277,7 +277,7 @@ def test_the_last_job_waits_for_a_run_still_held_by_another_before_it_summarizes
 def test_stats_is_complete_by_a_marker_of_its_own_per_settings(tmp_path):
     from test_readme import _stand_in_trunk
 
-    from rewind.studies.stats import stats_plan
+    from rewind.studies.stats import plan as stats_plan
 
     _stand_in_trunk(tmp_path / "t")
     (tmp_path / "t" / "trunk" / "analysis").mkdir()

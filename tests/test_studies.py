@@ -186,7 +186,7 @@ def test_stability_reports_a_barrier_per_rewind_point(archive, capsys):
         error = curve.test_error
         assert barrier == pytest.approx(max(0, error.max() - (error.iloc[0] + error.iloc[-1]) / 2))
     # The plan of the same command names the branches it trained: nothing left for an executor.
-    from rewind.studies.stability import stability_plan
+    from rewind.studies.stability import plan as stability_plan
 
     assert launch.pending(stability_plan(root, "20,40", 3, parallel=2)) == []
     # Again at k=20, interpolating the BatchNorm statistics, with the default points: the same

@@ -8,7 +8,7 @@
 - `early_phase.png`: accuracy, gradient norm, mean |w|, distance, sign differences and cosine
   similarity against the iteration (symmetric-log x axis, so iteration 0 shows).
 
-Column definitions and normalisations are in `rewind.analysis.early`.
+Column definitions and normalisations are in `rewind.train.early`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from rewind import seeds
 from rewind.analysis.archive import reopen
 from rewind.analysis.plots import figure, png_bytes
-from rewind.analysis.early import (STATISTICS, grad_norm, layer_of, load_weights, prunable_weights, to_floats,
+from rewind.train.early import (STATISTICS, grad_norm, layer_of, load_weights, prunable_weights, to_floats,
                                    weight_stats, whole_first)
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_bytes, write_text

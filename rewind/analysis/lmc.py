@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from rewind.analysis.archive import reopen
-from rewind.analysis.early import load_weights
+from rewind.train.early import load_weights
 from rewind.archive.run import Run
 from rewind.data.loader import DeviceLoader, Normalizer
 from rewind.errors import UserError

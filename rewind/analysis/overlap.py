@@ -5,14 +5,14 @@
 - `hamming` = #{i : A_i != B_i} / N, the fraction of all N positions where the masks disagree.
 
 Per-layer columns are `layer/<module>/jaccard` and `layer/<module>/hamming`, as in
-`rewind.analysis.early`.
+`rewind.train.early`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rewind.analysis.early import column, layer_of, to_floats, whole_first
+from rewind.train.early import column, layer_of, to_floats, whole_first
 from rewind.errors import UserError
 from rewind.prune.masks import Masks
 

@@ -13,7 +13,7 @@ stopping by fit also `stopped_at`, `reached_fit` (second phase) and `first_stopp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,6 @@ import pandas as pd
 from rewind.analysis.plots import figure, save_png
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
-
-if TYPE_CHECKING:
-    from rewind.studies.plasticity import StudyPlan
 
 METRICS = ("final_test_acc", "mean_last_test_acc", "best_test_acc", "gap_to_scratch", "mean_last_gap_to_scratch")
 
@@ -47,30 +44,35 @@ def arm_row(branch: Path, k: int) -> dict:
     return row
 
 
-def write(plan: "StudyPlan", out: Path, k: int) -> pd.DataFrame:
-    """arms.csv, results.csv and the study's figure (results.png) in `out`; returns results.csv's table."""
+def write(study: str, arms: list[dict[str, Any]], out: Path, k: int, about: dict[str, Any]) -> pd.DataFrame:
+    """arms.csv, results.csv and the study's figure (results.png) in `out`; returns results.csv's table.
+
+    `arms`: one dict per arm: `study`, `arm`, `values` (what it is swept at), `branch` (its folder
+    relative to `out`), `baseline` (its scratch arm's branch), `first` (the folder of the first phase
+    it starts from; None for a fresh init) and `until_train_acc` (its stopping by fit); `about`: the
+    figure's title, the `model`, the first phases' `optimizers` and `warm_fraction`."""
     rows, by_branch = [], {}
-    for a in plan.arms:
-        row = {"study": a.study, "arm": a.arm, **a.values, **arm_row(out / a.branch, k)}
-        trunk = runs.read(out / a.setting).manifest.data if a.arm != "scratch" else None
-        if trunk is not None and a.second.train.until_train_acc:
+    for a in arms:
+        row = {"study": a["study"], "arm": a["arm"], **a["values"], **arm_row(out / a["branch"], k)}
+        trunk = runs.read(out / a["first"]).manifest.data if a["first"] is not None else None
+        if trunk is not None and a["until_train_acc"]:
             row["first_stopped_at"] = trunk.get("final_step", trunk["total_iterations"])
-            row["first_reached_fit"] = _reached(out / a.setting, a.second.train.until_train_acc)
-        row["branch"] = a.branch
+            row["first_reached_fit"] = _reached(out / a["first"], a["until_train_acc"])
+        row["branch"] = a["branch"]
         rows.append(row)
-        by_branch[a.branch] = row
-    for a, row in zip(plan.arms, rows):
-        base = by_branch[a.baseline]
+        by_branch[a["branch"]] = row
+    for a, row in zip(arms, rows):
+        base = by_branch[a["baseline"]]
         row["gap_to_scratch"] = row["final_test_acc"] - base["final_test_acc"]
         row["mean_last_gap_to_scratch"] = row["mean_last_test_acc"] - base["mean_last_test_acc"]
     table = _whole_numbers(pd.DataFrame(rows))
     summary = _whole_numbers(summarise(table))
     # The latest study's table in results.csv; every study's kept in studies/ (several may share a trunk).
-    for folder, name in ((out, ""), (out / "studies", f"{plan.study}_")):
+    for folder, name in ((out, ""), (out / "studies", f"{study}_")):
         write_text(folder / f"{name}arms.csv", table.to_csv(index=False))
         write_text(folder / f"{name}results.csv", summary.to_csv(index=False))
-        PLOTS[plan.study](folder / f"{name}results.png", summary, plan)
-    if plan.study == "arms":  # the four arms' table under its earlier name
+        PLOTS[study](folder / f"{name}results.png", summary, about)
+    if study == "arms":  # the four arms' table under its earlier name
         write_text(out / "warm_start.csv", summary.to_csv(index=False))
     return summary
 
@@ -136,25 +138,24 @@ def _finish(ax, fig, path: Path, x: str, title: str) -> None:
     save_png(fig, path)
 
 
-def _title(plan: "StudyPlan", what: str) -> str:
-    c = plan.settings[0].config
-    kinds = ", ".join(dict.fromkeys(s.config.train.optimizer for s in plan.settings))
-    return f"{what}: {c.model.model}, {kinds}, first phase on {100 * c.warm.warm_fraction:g}%"
+def _title(about: dict[str, Any], what: str) -> str:
+    return (f"{what}: {about['model']}, {', '.join(about['optimizers'])}, first phase on "
+            f"{100 * about['warm_fraction']:g}%")
 
 
-def _plot_arms(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_arms(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Ash & Adams's comparison: one bar per arm."""
     fig = figure()
     ax = fig.subplots()
     ax.bar(df.arm, 100 * df[Y], yerr=_err(df), capsize=3, color=["C0", "C1", "C2", "0.5"][:len(df)])
     ax.set_ylim(max(0, 100 * df[Y].min() - 10), min(100, 100 * df[Y].max() + 5))
     ax.set_ylabel("test accuracy, mean of the last evaluations (%)")
-    ax.set_title(_title(plan, "warm start"))
+    ax.set_title(_title(about, "warm start"))
     ax.grid(True, axis="y", alpha=0.3)
     save_png(fig, path)
 
 
-def _plot_length(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_length(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 2: accuracy after the second phase against the first phase's length."""
     fig = figure()
     ax = fig.subplots()
@@ -171,13 +172,13 @@ def _plot_length(path: Path, df: pd.DataFrame, plan) -> None:
     else:
         warm = df[df.arm == "warm"].sort_values("first_steps")
         ax.errorbar(warm.first_epochs, 100 * warm[Y], yerr=_err(warm), marker="o", capsize=3,
-                    label=f"warm start ({plan.settings[0].config.train.optimizer})")
+                    label=f"warm start ({about['optimizers'][0]})")
         _scratch_line(ax, df)
     ax.set_xscale("symlog", linthresh=1)
-    _finish(ax, fig, path, "first-phase length (epochs of the first phase's subset)", _title(plan, "length"))
+    _finish(ax, fig, path, "first-phase length (epochs of the first phase's subset)", _title(about, "length"))
 
 
-def _plot_reset(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_reset(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 6: accuracy against the number of top layer groups reset."""
     fig = figure()
     ax = fig.subplots()
@@ -185,10 +186,10 @@ def _plot_reset(path: Path, df: pd.DataFrame, plan) -> None:
     ax.errorbar(arms.groups_reset, 100 * arms[Y], yerr=_err(arms), marker="o", capsize=3, label="warm, top groups reset")
     _scratch_line(ax, df)
     ax.set_xticks(arms.groups_reset.tolist())
-    _finish(ax, fig, path, "layer groups reset, from the top (0 = warm start)", _title(plan, "reset"))
+    _finish(ax, fig, path, "layer groups reset, from the top (0 = warm start)", _title(about, "reset"))
 
 
-def _plot_shrink(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_shrink(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Ash & Adams Fig. 5-style: accuracy against lambda, one line per sigma."""
     fig = figure()
     ax = fig.subplots()
@@ -200,10 +201,10 @@ def _plot_shrink(path: Path, df: pd.DataFrame, plan) -> None:
     if len(warm):
         ax.plot([1.0], 100 * warm[Y].iloc[:1], "k*", markersize=10, label="warm start")
     _scratch_line(ax, df)
-    _finish(ax, fig, path, "shrink lambda", _title(plan, "shrink-perturb"))
+    _finish(ax, fig, path, "shrink lambda", _title(about, "shrink-perturb"))
 
 
-def _plot_lr(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_lr(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 7: accuracy against the second phase's learning rate, per first-phase rate."""
     fig = figure()
     ax = fig.subplots()
@@ -216,10 +217,10 @@ def _plot_lr(path: Path, df: pd.DataFrame, plan) -> None:
     ax.errorbar(scratch.second_lr, 100 * scratch[Y], yerr=_err(scratch), marker="s", linestyle="--", color="k",
                 capsize=3, label="scratch")
     ax.set_xscale("log")
-    _finish(ax, fig, path, "second-phase learning rate", _title(plan, "learning rate"))
+    _finish(ax, fig, path, "second-phase learning rate", _title(about, "learning rate"))
 
 
-def _plot_size(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_size(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 5: warm start and scratch against width, one pair of lines per depth."""
     fig = figure()
     ax = fig.subplots()
@@ -229,10 +230,10 @@ def _plot_size(path: Path, df: pd.DataFrame, plan) -> None:
             ax.errorbar(g.width, 100 * g[Y], yerr=_err(g), fmt=style, color=f"C{i}", capsize=3,
                         label=f"{arm}, {blocks} blocks per stage" if blocks else arm)
     ax.set_xscale("log", base=2)
-    _finish(ax, fig, path, "width (first-stage channels)", _title(plan, "size"))
+    _finish(ax, fig, path, "width (first-stage channels)", _title(about, "size"))
 
 
-def _plot_transition(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_transition(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 3: accuracy against the speed of the smooth transition from the subset, drawn as
     what gamma means: p at the end of the run, 1 - gamma^50, each point labelled with its gamma."""
     fig = figure()
@@ -244,10 +245,10 @@ def _plot_transition(path: Path, df: pd.DataFrame, plan) -> None:
         ax.annotate(f"gamma {g:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     _scratch_line(ax, df)
     _finish(ax, fig, path, "p at the end of the run, 1 - gamma^50 (p = 1 - gamma^(50 n / N) at step n of N)",
-            _title(plan, "smooth transition"))
+            _title(about, "smooth transition"))
 
 
-def _plot_stages(path: Path, df: pd.DataFrame, plan) -> None:
+def _plot_stages(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Berariu Fig. 4: accuracy after the final stage against the number of stages, one line per ratio r."""
     fig = figure()
     ax = fig.subplots()
@@ -257,7 +258,7 @@ def _plot_stages(path: Path, df: pd.DataFrame, plan) -> None:
         ax.errorbar(group.stages, 100 * group[Y], yerr=_err(group), marker="o", capsize=3, label=f"r = {r:g}")
     _scratch_line(ax, df)
     ax.set_xticks(sorted(arms.stages.unique().tolist()))
-    _finish(ax, fig, path, "stages before the final one on all data", _title(plan, "stages"))
+    _finish(ax, fig, path, "stages before the final one on all data", _title(about, "stages"))
 
 
 PLOTS = {"arms": _plot_arms, "length": _plot_length, "reset": _plot_reset, "shrink": _plot_shrink,

@@ -18,78 +18,9 @@ validating reader. Importing this package loads no torch: the CLI reads `setting
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from rewind.errors import UserError
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of a study: `path` is the run folder it writes (its manifest says when it is done)."""
-
-    name: str
-    path: str
-    describe: str  # what it trains, its length: for --dry-run and `rewind runs show`
-    args: dict[str, Any] = field(default_factory=dict)
-    after: tuple[str, ...] = ()
-    levels: int = 0  # an IMP branch: complete once it holds this many levels
-    marker: str = ""  # a job that writes no run folder (an analysis): complete once this file exists
-    more: tuple[str, ...] = ()  # further run folders it writes (runs stacked in one job with --parallel)
-    holds: tuple[int, ...] = ()  # checkpoints its trunk must hold to be complete (a new one asked is trained)
-    # (run folder, kind, identity) of runs it reopens by name (trunks): checked as reopening them checks
-    expect: tuple[tuple[str, str, dict[str, Any]], ...] = ()
-
-    @property
-    def key(self) -> str:
-        """The job's identity: what it writes (not its name, which two studies in one folder may share)."""
-        what = json.dumps([self.path, *self.more, self.marker])
-        return hashlib.sha256(what.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The runs of one study. `study` is the module that trains them (`execute`, `summarize`)."""
-
-    study: str
-    out: str  # the study folder: `launch/` (plans, job records, logs) lives here
-    config: dict[str, Any]
-    jobs: tuple[Job, ...]
-    summary: dict[str, Any] = field(default_factory=dict)  # the study's arguments to summarize
-    command: str = ""  # the command line that launched it, recorded in every run's manifest
-
-    def job(self, name: str) -> Job:
-        for j in self.jobs:
-            if j.name == name:
-                return j
-        raise UserError(f"the plan {self.study} at {self.out} has no job {name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        jobs = tuple(Job(**{**j, "after": tuple(j["after"]), "more": tuple(j.get("more", ())),
-                            "expect": tuple(tuple(e) for e in j.get("expect", ())),
-                            "holds": tuple(j.get("holds", ()))}) for j in d["jobs"])
-        return cls(d["study"], d["out"], d["config"], jobs, d.get("summary", {}), d.get("command", ""))
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-    def folder(self) -> Path:
-        return Path(self.out) / "launch"
-
-    def save(self) -> Path:
-        """The plan as JSON in the study folder (what every job reads); also `launch/study.json`,
-        the latest plan of this folder, which `rewind runs show` reads."""
-        from rewind.launch import files
-
-        return files.write_plan(self)
+from rewind.launch.plan import Job, Plan
 
 
 def read_plan(path: str | Path) -> Plan:
@@ -116,7 +47,7 @@ def done(job: Job) -> bool:
             runs.check_identity(Path(path), runs.read(path).manifest.data, kind, identity)
     if job.marker:
         return Path(job.marker).exists()
-    if job.holds and (Path(job.path) / runs.MANIFEST).exists():
+    if job.holds and _complete(Path(job.path), 0):
         held = runs.read(job.path).stage("trunk")
         if not all(held.has(k) for k in job.holds):
             return False

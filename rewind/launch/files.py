@@ -85,7 +85,7 @@ PLAN_FIELDS = {"study": str, "out": str, "config": dict, "jobs": list, "summary"
 
 def read_plan(path: str | Path):
     """The plan in `path` (a `launch/plan-<hash>.json`)."""
-    from rewind.launch import Job, Plan
+    from rewind.launch.plan import Job, Plan
 
     path, what = Path(path), "the study plan"
     if not path.exists():
@@ -101,14 +101,6 @@ def read_plan(path: str | Path):
     if len(set(names)) != len(names) or any(a not in names for j in jobs for a in j.after):
         raise Damaged(path, what, "has jobs whose names repeat or that wait for jobs it does not hold")
     return Plan(d["study"], d["out"], d["config"], tuple(jobs), d.get("summary", {}), d.get("command", ""))
-
-
-def write_plan(plan) -> Path:
-    """The plan as JSON (what every job reads), and `study.json` pointing at it."""
-    path = folder(plan.out) / f"plan-{plan.key()}.json"
-    write_text(path, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
-    write_text(folder(plan.out) / "study.json", json.dumps({"plan": path.name}))
-    return path
 
 
 def latest_plan(out: str | Path):

@@ -29,13 +29,13 @@ from pathlib import Path
 import pandas as pd
 
 from rewind import config as cfg
-from rewind.studies.critical_settings import check_used
 from rewind import launch, steps
-from rewind.studies import imp
 from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.run import open_run
 from rewind.errors import UserError
+from rewind.studies import common
+from rewind.studies.critical_settings import check_used
 from rewind.train import trunk
 from rewind.train.replicas import train_segments
 from rewind.train.pretrain import schedule_offset
@@ -103,19 +103,9 @@ def plan_arms(config: cfg.Config, ipe: int) -> tuple[str, int, list[Arm]]:
 
 
 def run(config: cfg.Config, out: str | Path) -> pd.DataFrame:
-    """Train the sweep (all replicates) into `out`; returns the results table (also results.csv/png)."""
-    check_used(config)
-    out = Path(out)
-    r = config.study.replicates
-    tables = [_one(cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}") for i in range(r)]
-    df = pd.concat([t.assign(replicate=i) for i, t in enumerate(tables)])
-    key = "window_start" if config.critical.window.strip() else "switch_at"
-    summary = df.groupby([key, f"{key}_epoch", "order"], as_index=False).agg(
-        final_test_acc_mean=("final_test_acc", "mean"), final_test_acc_std=("final_test_acc", "std"),
-        replicates=("replicate", "count"))
-    write_text(out / "results.csv", summary.to_csv(index=False))
-    _plot(out / "results.png", summary, key, config)
-    return summary
+    """Train the sweep (all replicates) into `out` in this process; returns the results table (also
+    results.csv/png)."""
+    return common.run(plan(config, out))
 
 
 @dataclass
@@ -160,11 +150,11 @@ def plan(config: cfg.Config, out: str | Path) -> launch.Plan:
         lay = layout(c, root, size)
         prefix = "" if r == 1 else f"rep-{i:02d}/"
         starts = [a.start for a in lay.arms]
-        jobs.append(launch.Job(f"{prefix}trunk", str(root), imp.trunk_description(lay.trunk, size, starts),
-                               {"kind": "trunk", "replicate": i}, expect=imp.expect_trunk(lay.trunk, root)))
+        jobs.append(launch.Job(f"{prefix}trunk", str(root), common.trunk_description(lay.trunk, size, starts),
+                               {"kind": "trunk", "replicate": i}, expect=common.expect_trunk(lay.trunk, root)))
         # With --parallel P, P continuations share a job and train stacked on its device.
         todo = list(zip(lay.arms, lay.paths))
-        for chunk in (todo[j:j + c.study.parallel] for j in range(0, len(todo), c.study.parallel)):
+        for chunk in common.chunks(todo, c.study.parallel):
             what = "; ".join(f"continuation from {steps.format(a.start, lay.ipe)} to {steps.format(a.end, lay.ipe)}"
                              f" ({a.deficit or 'no deficit'})" for a, _ in chunk)
             starts = [a.start for a, _ in chunk]
@@ -181,8 +171,20 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
     _one(cfg.replicate(config, i), root, only=job.args["starts"] if job.args["kind"] == "arm" else [])
 
 
-def summarize(plan: launch.Plan) -> None:
-    run(cfg.from_sections(plan.config), plan.out)  # every run is complete: this reads them back
+def summarize(plan: launch.Plan) -> pd.DataFrame:
+    """Each replicate's arms.csv, then results.csv and results.png, from the complete archive (every run
+    is read back); returns the results table."""
+    config, out = cfg.from_sections(plan.config), Path(plan.out)
+    r = config.study.replicates
+    tables = [_one(cfg.replicate(config, i), out if r == 1 else out / f"rep-{i:02d}") for i in range(r)]
+    df = pd.concat([t.assign(replicate=i) for i, t in enumerate(tables)])
+    key = "window_start" if config.critical.window.strip() else "switch_at"
+    summary = df.groupby([key, f"{key}_epoch", "order"], as_index=False).agg(
+        final_test_acc_mean=("final_test_acc", "mean"), final_test_acc_std=("final_test_acc", "std"),
+        replicates=("replicate", "count"))
+    write_text(out / "results.csv", summary.to_csv(index=False))
+    _plot(out / "results.png", summary, key, config)
+    return summary
 
 
 def _one(config: cfg.Config, root: Path, only: list[int] | None = None) -> pd.DataFrame:

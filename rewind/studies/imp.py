@@ -17,8 +17,6 @@ from pathlib import Path
 import torch
 
 from rewind import config as cfg
-from rewind.studies import imp_settings
-from rewind.studies.imp_settings import branch_identity, plain
 from rewind import launch, seeds, steps
 from rewind.archive import run as runs
 from rewind.archive.run import Run, open_run
@@ -26,9 +24,12 @@ from rewind.errors import UserError
 from rewind.prune import magnitude
 from rewind.prune.perturb import perturb
 from rewind.prune import masks as M
+from rewind.studies import common, imp_settings
+from rewind.studies.imp_settings import branch_identity, plain
+from rewind.studies.imp_trunk import trunk_config
 from rewind.train import trunk
 from rewind.train.optim import load_masked
-from rewind.train.pretrain import pretrain_plan, schedule_offset
+from rewind.train.pretrain import schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment, SegmentResult
@@ -53,6 +54,10 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     its plain branch). `given`: the field names the user set (file or options), which `from_`
     checks against the trunk; by default, every field that is not at its default. Replicates are summarised per level and k (mean and spread) in
     `out/results.csv`; every IMP branch of a trunk is listed in its `trunk/analysis/imp_results.csv`.
+
+    Its own path, not `common.run(plan(...))`: inline, it stacks what the plan's jobs keep apart
+    (replicate trunks, a control beside its plain branch), as it always has, so its results stay
+    what they were; the executors train `plan`'s jobs.
     """
     from rewind.analysis.results import write_summary, write_trunk_table
 
@@ -63,15 +68,14 @@ def run(config: cfg.Config, out: str | Path | None = None, from_: str | Path | N
     if from_ is not None:
         if replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
-        results = _group([_trunk_config(config, Path(from_), given)], [Path(from_)], reuse=True)
+        results = _group([trunk_config(config, Path(from_), given)], [Path(from_)], reuse=True)
     elif replicates == 1:
         results = _group([config], [Path(out)], reuse=False)
     else:
-        configs = [cfg.replicate(config, r) for r in range(replicates)]
-        roots = [Path(out) / f"rep-{r:02d}" for r in range(replicates)]
         results = []
-        for i in range(0, replicates, parallel):
-            results += _group(configs[i:i + parallel], roots[i:i + parallel], reuse=False)
+        for group in common.chunks(range(replicates), parallel):
+            results += _group([cfg.replicate(config, r) for r in group], [Path(out) / f"rep-{r:02d}" for r in group],
+                              reuse=False)
     if replicates > 1:
         write_summary(Path(out), [r.rows for r in results])
     for root in dict.fromkeys(r.trunk for r in results):
@@ -90,7 +94,7 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
     if from_ is not None:
         if config.study.replicates > 1:
             raise UserError("--replicates needs --out: each replicate trains its own trunk")
-        config = _trunk_config(config, Path(from_), given)
+        config = trunk_config(config, Path(from_), given)
     r = config.study.replicates
     roots = [Path(from_)] if from_ is not None else [Path(out)] if r == 1 else \
         [Path(out) / f"rep-{i:02d}" for i in range(r)]
@@ -110,11 +114,11 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
         prefix = "" if len(roots) == 1 else f"rep-{i:02d}/"
         trunk_job = []
         if from_ is None:
-            jobs.append(launch.Job(f"{prefix}trunk", str(root), trunk_description(c, size, ks),
-                                   {"kind": "trunk", "replicate": i, "root": str(root)}, expect=expect_trunk(c, root)))
+            jobs.append(launch.Job(f"{prefix}trunk", str(root), common.trunk_description(c, size, ks),
+                                   {"kind": "trunk", "replicate": i, "root": str(root)}, expect=common.expect_trunk(c, root)))
             trunk_job = [jobs[-1].name]
         # With --parallel P, P rewind points share a job and train stacked on its device.
-        for chunk in (ks[j:j + c.study.parallel] for j in range(0, len(ks), c.study.parallel)):
+        for chunk in common.chunks(ks, c.study.parallel):
             plain_c = plain(c)
             names = [f"{prefix}imp-k{'+'.join(map(str, chunk))}"]
             variants = [plain_c] if plain_c == c else [plain_c, c]
@@ -134,35 +138,12 @@ def plan(config: cfg.Config, out: str | Path | None = None, from_: str | Path | 
     return launch.Plan("rewind.studies.imp", str(out if out is not None else from_), config.to_dict(), tuple(jobs), summary)
 
 
-def trunk_description(c: cfg.Config, size: int, extra: list[int] = ()) -> str:
-    """A trunk as a plan lists it: model, length, the pre-training before it, extra checkpoints."""
-    offset = schedule_offset(c, size)
-    tplan = Plan.from_config(c.train, size, offset=offset)
-    ipe = tplan.iterations_per_epoch
-    text = f"trunk, {c.model.model} on {c.data.source}, {tplan.total} it ({steps.format(tplan.total, ipe)}, {ipe} it/epoch)"
-    if c.train.deficit.strip():
-        text += f", deficit {c.train.deficit}"
-    if c.pretrain.pretrain != "none":
-        p = pretrain_plan(c, size)
-        text += f", after {c.pretrain.pretrain} pre-training of {p.total} it ({c.pretrain.pretrain_steps})"
-        text += f" that takes the schedule's first {offset} it" if offset else ""
-    if extra:
-        text += f"; checkpoints also at {', '.join(map(str, extra))}"
-    return text
-
-
-def expect_trunk(config: cfg.Config, root: str | Path) -> tuple:
-    """What a plan's trunk job checks of the archive at `root`: the trunk `config` trains there (a plan
-    refuses another config, as training it does)."""
-    return ((str(root), "trunk", config.experiment_dict()),)
-
-
 def trunk_plan(config: cfg.Config, out: str | Path) -> launch.Plan:
     """`rewind train` as a plan: one job, the trunk."""
     size = trunk.train_count(config)
-    job = launch.Job("trunk", str(out), trunk_description(config, size), {"kind": "trunk", "replicate": 0,
+    job = launch.Job("trunk", str(out), common.trunk_description(config, size), {"kind": "trunk", "replicate": 0,
                                                                            "root": str(out)},
-                     expect=expect_trunk(config, out))
+                     expect=common.expect_trunk(config, out))
     return launch.Plan("rewind.studies.imp", str(out), config.to_dict(), (job,), {"trunk_only": True})
 
 
@@ -188,71 +169,6 @@ def summarize(plan: launch.Plan) -> None:
         return
     s = plan.summary
     run(cfg.from_sections(plan.config), out=s["out"], from_=s["from"], given=set())
-
-
-def _trunk_config(config: cfg.Config, root: Path, given: set[str] | None = None) -> cfg.Config:
-    """The trunk's own data/model/train/pretrain settings, with this command's IMP, runtime and
-    observation (eval, log, save, statistics) settings.
-
-    A setting this command gives that trains differently from the trunk's is refused rather than
-    ignored (`given`: the names the user set; by default, those not at their default).
-    `--data` may name the trunk's dataset at another path.
-    """
-    d = runs.read_trunk(root).manifest.data
-    recorded = {k: v for k, v in d["config"].items() if k not in ("imp", "study", "runtime", "launch")}
-    held = cfg.from_record(recorded, where=str(root / "manifest.json"))
-    sections = {k: v for k, v in held.to_dict().items() if k not in ("imp", "study", "runtime", "launch")}
-    ipe = d["iterations_per_epoch"]
-    given = given if given is not None else _not_default(config)
-    trunk_values = _settings(held)
-    settings = {k: v for k, v in _settings(config).items() if k in given}
-    differ = [f"{k} {v!r} (the trunk's: {trunk_values[k]!r})" for k, v in settings.items()
-              if k not in cfg.OBSERVATION_FIELDS and k != "source"
-              and _resolved(k, v, ipe) != _resolved(k, trunk_values[k], ipe)]
-    moved = {}
-    if "source" in settings and settings["source"] != trunk_values["source"]:
-        if _same_dataset(settings["source"], trunk_values["source"]):
-            moved = {"source": settings["source"]}
-        else:
-            differ.append(f"source {settings['source']!r} (the trunk's: {trunk_values['source']!r})")
-    if differ:
-        raise UserError(f"--from {root} trains branches with the trunk's own settings, and this command sets "
-                        f"others (on its command line or in --config): {'; '.join(differ)}. Drop them, or train "
-                        "a new trunk with --out")
-    observed = {k: v for k, v in settings.items() if k in cfg.OBSERVATION_FIELDS}
-    # The trunk's recorded runtime (data folder, device) stands unless this command sets one.
-    runtime = {k: v for k, v in dataclasses.asdict(config.runtime).items() if k in given}
-    overrides = {**dataclasses.asdict(config.imp), **dataclasses.asdict(config.study),
-                 **dataclasses.asdict(config.launch), **runtime, **observed, **moved}
-    return cfg.from_sections(sections, overrides)
-
-
-def _not_default(config: cfg.Config) -> set[str]:
-    defaults = cfg.Config().to_dict()
-    return {k for section, table in config.to_dict().items() for k, v in table.items() if v != defaults[section][k]}
-
-
-def _settings(config: cfg.Config) -> dict:
-    """The data, model, train and pretrain fields by name."""
-    return {k: v for section in ("data", "model", "train", "pretrain")
-            for k, v in dataclasses.asdict(getattr(config, section)).items()}
-
-
-def _resolved(name: str, value, ipe: int):
-    """Steps as iterations ('1ep' and '391it' are one value), anything else as it is."""
-    step = cfg.all_fields()[name][1].metadata.get("step")
-    if step == "one":
-        return steps.parse(value, ipe) if str(value).strip() else 0
-    if step == "list":
-        return steps.parse_list(value, ipe)
-    return value
-
-
-def _same_dataset(given: str, recorded: str) -> bool:
-    """The same dataset at another path: equal identity (name and size), or the recorded path is
-    gone and the names agree."""
-    a, b = cfg.dataset_identity(given), cfg.dataset_identity(recorded)
-    return a == b or (b.endswith(":0") and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0])
 
 
 def rewind_points(config: cfg.Config, ipe: int, total: int) -> list[int]:

@@ -22,6 +22,7 @@ from rewind.archive.atomic import write_bytes, write_text
 from rewind.archive.run import open_run
 from rewind.archive.tables import read_frame
 from rewind.errors import UserError
+from rewind.studies import common
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
 
@@ -48,7 +49,7 @@ def _stability_branch(run, root: Path, k: int, noise: str, seeds) -> tuple[Path,
     return root / "branches" / f"stability-k{k}-{runs.identity_hash(identity)[:8]}", child_fields, identity
 
 
-def stability_plan(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
+def plan(root: str | Path, at: str, points: int = POINTS, noise: str = "order-and-augmentation",
                    bn: str = "recompute", overrides: dict | None = None, parallel: int = 1,
                    launch_settings: dict | None = None) -> launch.Plan:
     """`stability` as jobs: one per k (a child pair), on the complete trunk at `root`."""
@@ -59,7 +60,7 @@ def stability_plan(root: str | Path, at: str, points: int = POINTS, noise: str =
     jobs = []
     # With --parallel P, the children of P/2 rewind points share a job and train stacked.
     per_job = max(1, parallel // 2)
-    for chunk in (ks[j:j + per_job] for j in range(0, len(ks), per_job)):
+    for chunk in common.chunks(ks, per_job):
         paths = [str(_stability_branch(run, root, k, noise, child_seeds(noise, aug_seed))[0]) for k in chunk]
         what = "; ".join(f"two children from k={k} to the trunk's end ({noise}), barrier at {points} points "
                          f"({bn} BatchNorm)" for k in chunk)

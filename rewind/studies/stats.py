@@ -15,6 +15,7 @@ from rewind.archive import run as runs
 from rewind.archive.atomic import write_text
 from rewind.archive.lock import FolderLock
 from rewind.prune import masks as M
+from rewind.studies import common
 
 
 def imp_masks(root: Path) -> dict[tuple[str, int], tuple[Path, str]]:
@@ -56,13 +57,12 @@ def stats(root: str | Path, **options) -> dict[str, Path]:
     return written
 
 
-def stats_plan(root: str | Path, overrides: dict | None = None, launch_settings: dict | None = None) -> launch.Plan:
+def plan(root: str | Path, overrides: dict | None = None, launch_settings: dict | None = None) -> launch.Plan:
     root = Path(root)
     runs.read_trunk(root)
     # Complete once a job has written the report with these settings (its own marker, written when it ends).
-    key = runs.identity_hash(overrides or {})
     job = launch.Job("stats", str(root / "trunk" / "analysis"), "early-phase statistics of every checkpoint, "
-                     "mask overlaps", marker=str(root / "launch" / f"done-stats-{key}.json"))
+                     "mask overlaps", marker=common.marker(root, "stats", overrides or {}))
     return launch.Plan("rewind.studies.stats", str(root), {"launch": launch_settings or {}}, (job,),
                        {"overrides": overrides or {}})
 

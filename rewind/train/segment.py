@@ -105,8 +105,8 @@ class Segment:
 
     def _analysis_hooks(self) -> list[Hook]:
         """Online early-phase statistics and Fisher trace, when the plan asks for them."""
-        from rewind.analysis.early import EarlyStats
-        from rewind.analysis.fisher import FisherLog
+        from rewind.train.early import EarlyStats
+        from rewind.train.fisher import FisherLog
 
         plan, hooks = self.state.plan, []
         if plan.stats_steps:
