@@ -180,8 +180,6 @@ def test_node_sizes_sbatch_options_and_refusals_are_read_from_slurm_text():
 
 
 def test_resources_fit_the_run_and_the_partition():
-    from rewind import config as cfg
-
     plan = imp.trunk_plan(tiny_config(), "/x")
     cpu_plan = imp.trunk_plan(tiny_config(device="cpu"), "/x")
     small, gpus = slurm.Nodes(2, 4000, 0), slurm.Nodes(64, 500000, 8)
@@ -251,6 +249,21 @@ def test_a_plan_of_the_wrong_shape_is_refused_naming_what_is_wrong(tmp_path):
         with pytest.raises(UserError, match="run the study's command again") as e:
             files.read_plan(path)
         assert words in str(e.value) and str(path) in str(e.value)
+
+
+def test_a_plan_read_back_is_the_plan_written(tmp_path):
+    """Every job reads the plan back by its hash: a field lost on the way (the trunks a branch reopens,
+    its `expect`) would make the plan file the job is sent with one that does not exist."""
+    plan = imp.plan(tiny_config(rewind_iter="0,20"), out=tmp_path / "study")
+    assert any(j.expect for j in plan.jobs)
+    path = plan.save()
+    back = files.read_plan(path)
+    assert back == plan and path.name == f"plan-{back.key()}.json"
+    bad = json.loads(path.read_text())
+    bad["jobs"][-1]["expect"] = [["only a folder"]]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(UserError, match="whose 'expect' is not"):
+        files.read_plan(path)
 
 
 def test_the_last_job_waits_for_a_run_still_held_by_another_before_it_summarizes(tmp_path, monkeypatch):

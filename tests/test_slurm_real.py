@@ -97,6 +97,11 @@ def progressed(plan, name: str, attempt: int) -> dict | None:
     return own if ok else None
 
 
+def started(plan, name: str, attempt: int) -> bool:
+    own = files.read_state(plan.out, plan.job(name).key)
+    return own.get("state") == "running" and own.get("attempt") == attempt
+
+
 def slurm_cmd(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=30)
 
@@ -146,9 +151,14 @@ def test_cancelled_trunk_preemption_time_slots_and_a_killed_branch(on_cluster, i
     # 2. Its time slots end (Slurm's signal before the time limit): it requeues itself each time, past
     # submitit's 3 requeues with REWIND_SLURM_SLOTS=5. 3. Then it is preempted (scontrol requeue), and
     # finishes in its last slot, from its checkpoints.
+    # Each signal lands while the attempt has most of its run ahead (the first after a checkpoint to
+    # resume from, the others as soon as the attempt starts), so that none can finish before it.
     slots = int(os.environ.get("REWIND_SLURM_SLOTS", "3"))
     for attempt in range(1, slots):
-        wait(f"a checkpoint of attempt {attempt}", lambda: progressed(plan, "trunk", attempt), plan)
+        if attempt == 1:
+            wait("a checkpoint of attempt 1", lambda: progressed(plan, "trunk", 1), plan)
+        else:
+            wait(f"attempt {attempt} to start", lambda: started(plan, "trunk", attempt), plan)
         if attempt < slots - 1:
             slurm_cmd("scancel", "--signal=USR2", trunk_id)
         else:

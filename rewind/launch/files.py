@@ -79,13 +79,13 @@ def folder(out: str | Path) -> Path:
 # --- study.json and plan-<hash>.json ---------------------------------------------------------------------
 
 JOB_FIELDS = {"name": str, "path": str, "describe": str, "args": dict, "after": [str], "levels": int,
-              "marker": str, "more": [str], "holds": [int]}
+              "marker": str, "more": [str], "expect": [list], "holds": [int]}
 PLAN_FIELDS = {"study": str, "out": str, "config": dict, "jobs": list, "summary": dict, "command": str}
 
 
 def read_plan(path: str | Path):
     """The plan in `path` (a `launch/plan-<hash>.json`)."""
-    from rewind.launch.plan import Job, Plan
+    from rewind.launch.plan import Plan
 
     path, what = Path(path), "the study plan"
     if not path.exists():
@@ -93,14 +93,15 @@ def read_plan(path: str | Path):
     d = _check(_load(path, what), PLAN_FIELDS, path, what, required=("study", "out", "config", "jobs"))
     if d["study"] not in tuple(f"rewind.studies.{s}" for s in STUDIES):
         raise Damaged(path, what, f"names no study of rewind ({d['study']!r})")
-    jobs = []
     for j in d["jobs"]:
-        j = _check(j, JOB_FIELDS, path, what, required=("name", "path", "describe"))
-        jobs.append(Job(**{k: tuple(v) if isinstance(v, list) else v for k, v in j.items() if k in JOB_FIELDS}))
-    names = [j.name for j in jobs]
-    if len(set(names)) != len(names) or any(a not in names for j in jobs for a in j.after):
+        _check(j, JOB_FIELDS, path, what, required=("name", "path", "describe"))
+        if any(len(e) != 3 or not isinstance(e[0], str) or not isinstance(e[2], dict) for e in j.get("expect", ())):
+            raise Damaged(path, what, f"has a job {j['name']!r} whose 'expect' is not (folder, kind, identity)")
+    plan = Plan.from_dict({**d, "jobs": [{k: v for k, v in j.items() if k in JOB_FIELDS} for j in d["jobs"]]})
+    names = [j.name for j in plan.jobs]
+    if len(set(names)) != len(names) or any(a not in names for j in plan.jobs for a in j.after):
         raise Damaged(path, what, "has jobs whose names repeat or that wait for jobs it does not hold")
-    return Plan(d["study"], d["out"], d["config"], tuple(jobs), d.get("summary", {}), d.get("command", ""))
+    return plan
 
 
 def latest_plan(out: str | Path):

@@ -63,7 +63,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        jobs = tuple(Job(**{**j, "after": tuple(j["after"]), "more": tuple(j.get("more", ())),
+        jobs = tuple(Job(**{**j, "after": tuple(j.get("after", ())), "more": tuple(j.get("more", ())),
                             "expect": tuple(tuple(e) for e in j.get("expect", ())),
                             "holds": tuple(j.get("holds", ()))}) for j in d["jobs"])
         return cls(d["study"], d["out"], d["config"], jobs, d.get("summary", {}), d.get("command", ""))
