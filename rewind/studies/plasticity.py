@@ -2,8 +2,8 @@
 the data hurt, and what undoes it?
 
 Every study has one shape. A first phase (the trunk) trains on a seeded subset of the training set
-(`--warm-fraction`; its epochs are passes over that subset); arms are branches under its archive that train the second phase on all the data,
-with a fresh optimizer (or the first phase's state, `--optimizer-state carry`) and a fresh
+(`--warm-fraction`; its epochs are passes over that subset); arms are branches under its archive
+that train the second phase on all the data, with a fresh optimizer (or the first phase's state, `--optimizer-state carry`) and a fresh
 learning-rate schedule, starting from one of its checkpoints:
 
 - warm: the trunk's weights;
@@ -18,11 +18,15 @@ Ash & Adams's code does (`--warm-bn-stats fresh`), or with the trunk's (`trained
 starts from a shrunk and perturbed init. An SGD given without a momentum trains with momentum 0
 here (`WARM_SGD_MOMENTUM`).
 
-`--study` picks what is swept (`STUDIES`); `specs` turns a config into the trunks (`Setting`) and the
-arms (`ArmSpec`) as plain specs, `train_setting` / `train_arms` train them (a branch already complete
-is read back, never retrained: a new sweep value trains only its new branches), and
-`rewind.analysis.plasticity` writes the table and the figure from the archives; `plan` lists
-the same runs as jobs for `rewind.launch` (a first phase, then its arms).
+The one-phase studies (the smooth transition, the stages) have no first phase: their arms are
+whole runs from the init, the data moving from the subset to all of it inside the run.
+
+`--study` picks what is swept (`STUDIES`); `specs` (`plasticity_arms`: one arm builder per study)
+turns a config into the first phases (`Setting`) and the arms (`ArmSpec`) as plain specs; `plan`
+lists them as jobs (a first phase, then its arms), `execute` trains one with `train_setting` /
+`train_arms` (a branch already complete is read back, never retrained: a new sweep value trains
+only its new branches), and `summarize` has `rewind.analysis.plasticity` write the table and the
+figure from the archives.
 
 Studies over several first phases (first-phase learning rates, model sizes, replicates) keep one
 archive per first phase in a folder of `--out` (`lr0.001/`, `w16-d2/`, `rep-01/`, ...).
