@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from rewind import launch, models
+from rewind import launch, models, steps
 from rewind.studies import common, critical, imp
 from rewind.archive import run as runs
 from rewind.errors import UserError
@@ -298,7 +298,7 @@ def test_critical_period_windows_and_points():
     trunk_deficit, length, arms = critical.plan_arms(config, 16)
     assert trunk_deficit == "" and length == 20
     assert [(a.start, a.deficit, a.end) for a in arms] == [(0, "blur:0it-10it", 40), (20, "blur:20it-30it", 60)]
-    assert critical.points("0,20,40,60,80ep", 391) == [0, 7820, 15640, 23460, 31280]
+    assert steps.points("0,20,40,60,80ep", 391) == [0, 7820, 15640, 23460, 31280]
     on_then_off = tiny_config(deficit="no-weight-decay", switch_at="0,5ep", direction="normal-then-deficit")
     added = critical.plan_arms(on_then_off, 16)
     assert added[0] == "" and [a.deficit for a in added[2]] == ["no-weight-decay:0it-", "no-weight-decay:80it-"]
