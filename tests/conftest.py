@@ -29,6 +29,28 @@ def tiny_config(**overrides) -> cfg.Config:
     return cfg.load(None, {**TINY, **overrides})
 
 
+def load(root, stage: str, step: int) -> dict:
+    """The tensors of a run's checkpoint at `step` of `stage`."""
+    from rewind.archive import run as runs
+
+    return runs.read(root).stage(stage).load(step).tensors
+
+
+def stacked_sizes(monkeypatch) -> list[int]:
+    """Records how many runs each stacked (--parallel) segment trains together."""
+    from rewind.train import replicas
+
+    sizes, real = [], replicas.run_segments
+    monkeypatch.setattr(replicas, "run_segments", lambda segments: sizes.append(len(segments)) or real(segments))
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A data cache shared by a module's tests (the synthetic data is made once)."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A tiny config whose data cache lives in the test's own folder."""
