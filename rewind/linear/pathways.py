@@ -35,7 +35,7 @@ from rewind.archive.atomic import write_text
 from rewind.archive.run import identity_hash, open_run
 from rewind.linear import dynamics, networks, sweep
 from rewind.linear.config import PathwaysConfig, PathwaysStudy, counts
-from rewind.linear.tasks import Modes, hierarchical_modes
+from rewind.linear.tasks import Modes, authors_modes, hierarchical_modes
 
 KIND = "linear-pathways"
 DTYPE = torch.float32
@@ -61,7 +61,13 @@ def tables(study: PathwaysStudy, out: str | Path) -> Tables:
     """The sweep's tables from its archives in `out` (all complete: `train` first)."""
     c = study.pathways
     return _tables(c, Path(out), counts(c.depth, "depth"), counts(c.deficit_start, "deficit_start"),
-                   counts(c.seeds, "seeds"), hierarchical_modes())
+                   counts(c.seeds, "seeds"), modes_of(c))
+
+
+def modes_of(c: PathwaysConfig) -> Modes:
+    """The task's modes in the basis the init aligns with, K measured in: the authors' with their
+    MultipathwayNet init (`hidden_init` full), rewind's own otherwise."""
+    return authors_modes() if c.hidden_init == "full" else hierarchical_modes()
 
 
 def write(result: Tables, study: PathwaysStudy, out: str | Path) -> None:
@@ -82,7 +88,7 @@ def train(study: PathwaysStudy, out: str | Path) -> None:
     c, out = study.pathways, Path(out)
     dev = sweep.device(study.runtime.device)
     progress = sweep.Progress("linear pathways", study.runtime.progress)
-    modes = hierarchical_modes()
+    modes = modes_of(c)
     depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")
     onsets = counts(c.deficit_start, "deficit_start")
     with ExitStack() as stack:

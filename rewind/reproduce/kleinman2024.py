@@ -42,12 +42,12 @@ FLOW = {
               "init": "identity", "pretrain_steps": "0,10k,20k,40k", "task2_steps": 10000, "record_every": 100,
               "flow": True},
     "smoke": {"depth": "3", "size": 40, "task1_rank": "4", "task2_rank": 1, "observations": "800", "lr": 0.5,
-              "init": "identity", "init_scale": "0.01", "pretrain_steps": "0,1k", "task2_steps": 1000,
+              "init": "identity", "init_scale": "0.01", "pretrain_steps": "0,800", "task2_steps": 700,
               "record_every": 50, "flow": True},
 }
 PATHWAYS = {
     "paper": {"depth": "2,3,4,5,6", "deficit_start": "0,100,200,300,400,500,600,700,750,800,850"},
-    "smoke": {"depth": "2,3,4", "deficit_start": "0,200,400,600,750"},
+    "smoke": {"depth": "2,3,4", "deficit_start": "0,200,400,750"},
 }
 LESION = {"depth": "3", "deficit_start": "0", "deficit_length": 200, "hidden_init": "full"}
 NONLINEAR = {"depth": "3", "deficit_start": "0,400,750", "deficit_length": 150, "hidden_init": "full"}

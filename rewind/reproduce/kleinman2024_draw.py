@@ -20,13 +20,14 @@ from rewind.reproduce.kleinman2024_references import REFERENCES
 # The phase portraits (multipath/phase-large-init.py, phase-small-init.py): S = 10; deficit windows in
 # updates [start, end) of pathway b. Large init: 100 initial p per pathway ~ N(0, 0.01) per seed.
 # Small init: both pathways from p = 0.005 (their script draws initial values and uses this one); the
-# smoke scale starts at 0.05 so that depth 4 learns within 20k updates instead of 1M.
-PHASE_LARGE = {"depths": (2, 5, 8, 13), "inits": 100, "std": 0.01, "dt": 0.001, "steps": 1000,
-               "windows": ((0, 15), (100, 115)), "S": 10.0}
+# smoke scale starts at 0.05 so that depth 4 learns within 8k updates instead of 1M, and draws 20
+# large-init initial conditions per seed instead of 100.
+PHASE_LARGE = {"depths": (2, 5, 8, 13), "inits": {"paper": 100, "smoke": 20}, "std": 0.01, "dt": 0.001,
+               "steps": 1000, "windows": ((0, 15), (100, 115)), "S": 10.0}
 PHASE_SMALL = {"paper": {"depths": (2, 3, 4), "p0": 0.005, "dt": 0.01, "steps": 1_000_000,
                          "windows": ((0, 5), (500_000, 510_000)), "S": 10.0, "every": 1000},
-               "smoke": {"depths": (2, 3, 4), "p0": 0.05, "dt": 0.01, "steps": 20_000,
-                         "windows": ((0, 5), (10_000, 10_100)), "S": 10.0, "every": 20}}
+               "smoke": {"depths": (2, 3, 4), "p0": 0.05, "dt": 0.01, "steps": 8_000,
+                         "windows": ((0, 5), (5_000, 5_100)), "S": 10.0, "every": 10}}
 DEFICITS = ("early", "late")
 
 
@@ -94,7 +95,8 @@ def _phase_figure(d: Drawing, K: np.ndarray, table: pd.DataFrame, depths: tuple,
 
 def phase_large(d: Drawing) -> str:
     s = PHASE_LARGE
-    p0 = np.concatenate([np.random.default_rng(seed).normal(0, s["std"], (s["inits"], 2)) for seed in d.seeds])
+    inits = s["inits"][d.scale]
+    p0 = np.concatenate([np.random.default_rng(seed).normal(0, s["std"], (inits, 2)) for seed in d.seeds])
     combos = [(depth, w) for w in s["windows"] for depth in s["depths"]]
     P0 = np.concatenate([p0] * len(combos))
     depths = np.repeat([c[0] for c in combos], len(p0)).astype(float)

@@ -32,11 +32,12 @@ def plan(kind: str, study, out: str | Path, write: bool = True) -> launch.Plan:
 
 
 def _brief(settings: dict) -> str:
-    shown = ("depth", "seeds", "deficit_start", "pretrain_steps", "task1_rank", "observations", "subset_observations",
-             "init_scale", "nonlinearity", "lesion_mode")
-    defaults = {**linear_config.PathwaysConfig().__dict__, **linear_config.CompletionConfig().__dict__}
-    return ", ".join(f"{k} {settings[k]}" for k in shown
-                     if k in settings and (k in shown[:4] or settings[k] != defaults.get(k)))
+    """The sweep's lists, and its settings that differ from the defaults."""
+    always = ("depth", "seeds", "deficit_start", "pretrain_steps")
+    defaults = dict(SWEEPS["pathways" if "deficit_start" in settings else "completion"][1]().to_dict())
+    defaults = next(v for k, v in defaults.items() if k in ("pathways", "completion"))
+    return ", ".join(f"{k} {v}" for k, v in settings.items()
+                     if k in always or (k not in ("record_every", "save_every", "relative") and v != defaults.get(k)))
 
 
 def _module(kind: str):
