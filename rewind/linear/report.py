@@ -14,9 +14,11 @@ from rewind.analysis.plots import figure, save_png
 _NAMES = {3: ("early", "middle", "late")}
 
 
-def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path) -> None:
+def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path,
+                    notes: dict[int, str] | None = None) -> None:
     """Per-mode singular values of pathway a (solid) and the gated pathway b (dashed) over time, the
-    balanced solution in thin black; one row per depth, one column per deficit onset (first seed)."""
+    balanced solution in thin black; one row per depth, one column per deficit onset (first seed);
+    `notes`: a line added under the title of an onset's panels."""
     depths = sorted(curves.depth.unique())
     onsets = sorted(int(s) for s in curves.deficit_start.dropna().unique()) or [None]
     names = _NAMES.get(len(onsets), [""] * len(onsets))
@@ -40,7 +42,8 @@ def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path) 
             if onset is not None:
                 ax.axvspan(onset, onset + c.deficit_length, color="gray", alpha=0.15)
             window = "" if onset is None else f", {name} deficit ({onset}-{onset + c.deficit_length})"
-            ax.set_title(f"D={depth}{window}", fontsize=9)
+            note = (notes or {}).get(onset)
+            ax.set_title(f"D={depth}{window}" + (f"\n{note}" if note else ""), fontsize=9)
             ax.set_xlabel("step")
             if col == 0:
                 ax.set_ylabel("path singular value $K_\\alpha$")

@@ -17,16 +17,18 @@ from rewind.linear import phase, report
 from rewind.reproduce.figure import Drawing
 from rewind.reproduce.kleinman2024_references import REFERENCES
 
-# The phase portraits (multipath/phase-large-init.py, phase-small-init.py): S = 10; deficit windows in
-# updates [start, end) of pathway b. Large init: 100 initial p per pathway ~ N(0, 0.01) per seed.
-# Small init: both pathways from p = 0.005 (their script draws initial values and uses this one); the
-# smoke scale starts at 0.05 so that depth 4 learns within 8k updates instead of 1M, and draws 20
-# large-init initial conditions per seed instead of 100.
+# The phase portraits as the authors' multipath/phase-large-init.py and phase-small-init.py compute
+# them: S = 10; T states (T - 1 Euler updates); windows (start, end) in their numbering of the states
+# from 1, so pathway b is held for the updates start - 1 .. end - 2 (0-based): their early window
+# (0, 15) holds it for 14 updates. Large init: 100 initial p per pathway ~ N(0, 0.01) per seed. Small
+# init: both pathways from p = 0.005 (their script draws initial values and uses this one); the smoke
+# scale starts at 0.05, so that depth 4 learns within 8k updates instead of 1M, and draws 20 large-init
+# initial conditions per seed instead of 100.
 PHASE_LARGE = {"depths": (2, 5, 8, 13), "inits": {"paper": 100, "smoke": 20}, "std": 0.01, "dt": 0.001,
-               "steps": 1000, "windows": ((0, 15), (100, 115)), "S": 10.0}
-PHASE_SMALL = {"paper": {"depths": (2, 3, 4), "p0": 0.005, "dt": 0.01, "steps": 1_000_000,
+               "T": 1000, "windows": ((0, 15), (100, 115)), "S": 10.0}
+PHASE_SMALL = {"paper": {"depths": (2, 3, 4), "p0": 0.005, "dt": 0.01, "T": 1_000_000,
                          "windows": ((0, 5), (500_000, 510_000)), "S": 10.0, "every": 1000},
-               "smoke": {"depths": (2, 3, 4), "p0": 0.05, "dt": 0.01, "steps": 8_000,
+               "smoke": {"depths": (2, 3, 4), "p0": 0.05, "dt": 0.01, "T": 8_000,
                          "windows": ((0, 5), (5_000, 5_100)), "S": 10.0, "every": 10}}
 DEFICITS = ("early", "late")
 
@@ -88,9 +90,10 @@ def _phase_figure(d: Drawing, K: np.ndarray, table: pd.DataFrame, depths: tuple,
             ax.set_xlabel("path A singular value $K_a$")
     _save(d, table, fig)
     means = table.groupby(["deficit", "depth"]).share_b.mean()
+    count = int(table.groupby(["deficit", "depth"]).size().iloc[0])
     return "; ".join(f"{deficit} deficit: pathway b ends with " + ", ".join(
         f"{means[deficit, depth]:.3f} (D={depth})" for depth in depths) for deficit in DEFICITS) + \
-        " of the mode, on average over the initial conditions"
+        (f" of the mode (mean over {count} initial conditions)" if count > 1 else " of the mode")
 
 
 def phase_large(d: Drawing) -> str:
@@ -100,8 +103,8 @@ def phase_large(d: Drawing) -> str:
     combos = [(depth, w) for w in s["windows"] for depth in s["depths"]]
     P0 = np.concatenate([p0] * len(combos))
     depths = np.repeat([c[0] for c in combos], len(p0)).astype(float)
-    windows = np.repeat([c[1] for c in combos], len(p0), axis=0)
-    K = phase.trajectories(P0, depths, s["S"], phase.LARGE, s["dt"], s["steps"], windows)
+    windows = np.repeat(np.array([c[1] for c in combos]), len(p0), axis=0)
+    K = phase.trajectories(P0, depths, s["S"], phase.LARGE, s["dt"], s["T"] - 1, windows - 1)
     return _phase_figure(d, K, _phase_table(K, depths, windows, P0), s["depths"], s["S"], phase.LARGE, 0.4)
 
 
@@ -111,7 +114,7 @@ def phase_small(d: Drawing) -> str:
     P0 = np.full((len(combos), 2), s["p0"])
     depths = np.array([c[0] for c in combos], dtype=float)
     windows = np.array([c[1] for c in combos])
-    K = phase.trajectories(P0, depths, s["S"], phase.SMALL, s["dt"], s["steps"], windows, every=s["every"])
+    K = phase.trajectories(P0, depths, s["S"], phase.SMALL, s["dt"], s["T"] - 1, windows - 1, every=s["every"])
     return _phase_figure(d, K, _phase_table(K, depths, windows, P0), s["depths"], s["S"], phase.SMALL, 2.5)
 
 
@@ -127,10 +130,23 @@ def _shares(summary: pd.DataFrame, depth: int) -> str:
                                                                                     rows.iterrows()))
 
 
+def _notes(d: Drawing, summary: pd.DataFrame, depth: int) -> dict[int, str]:
+    """Per onset: rewind's gated share (mean over seeds) and, with --reference, the authors' code's."""
+    refs = _refs(d)
+    notes = {}
+    for onset in (0, 400, 750):
+        row = summary[(summary.depth == depth) & (summary.deficit_start == onset)]
+        notes[onset] = f"b's share {row.gated_share.iloc[0]:.4f}" if len(row) else ""
+        ref = refs[refs.deficit_start == onset] if len(refs) else refs
+        if len(ref):
+            notes[onset] += f" (authors' code {ref.gated_share.iloc[0]:.4f})"
+    return notes
+
+
 def pathways_modes(d: Drawing) -> str:
     t, c = d.tables[0], d.studies[0].pathways
     curves = _three(t.curves, 4, min(d.seeds))
-    report.pathways_curves(curves, t.summary, c, d.png)
+    report.pathways_curves(curves, t.summary, c, d.png, _notes(d, t.summary, 4))
     _save(d, curves)
     gap = t.summary[t.summary.depth == 4].ode_gap.max()
     return (f"depth 4, pathway b's share of what the network learned after an early, middle and late deficit: "
@@ -192,6 +208,9 @@ def lesion(d: Drawing) -> str:
     finals = pd.concat(finals, ignore_index=True)
     for offset, (name, rows) in zip((-0.2, 0.2), finals.groupby("arm", sort=False)):
         bars.bar(rows["mode"] + offset, rows.share_b, width=0.4, label=name)
+    refs = _refs(d)
+    if len(refs):
+        bars.scatter(refs["mode"] - 0.2, refs.share_b, marker="x", color="black", zorder=5, label="authors' code")
     bars.set_xlabel("mode")
     bars.set_ylabel("pathway b's final share $K_b / (K_a + K_b)$")
     bars.legend(fontsize=7)
@@ -205,7 +224,7 @@ def lesion(d: Drawing) -> str:
 def nonlinear(d: Drawing) -> str:
     t, c = d.tables[0], d.studies[0].pathways
     curves = _three(t.curves, 3, min(d.seeds))
-    report.pathways_curves(curves, t.summary, c, d.png)
+    report.pathways_curves(curves, t.summary, c, d.png, _notes(d, t.summary, 3))
     _save(d, t.summary)
     return f"{c.nonlinearity} pathways, depth 3: pathway b's share after an early, middle, late deficit: " + \
         _shares(t.summary, 3)
@@ -220,9 +239,11 @@ def _errors(d: Drawing, summary: pd.DataFrame, lines: str, label, relative_too: 
     refs = _refs(d)
     if len(refs):
         for ax, column in zip(axes, ("task2_error", "relative_error")):
-            rows = refs[refs[column].notna()] if column in refs else refs.iloc[:0]
-            ax.scatter(rows.pretrain_steps, rows[column], marker="x", color="black", zorder=5, label="authors' code")
-            ax.legend(fontsize=7)
+            if column in refs:
+                rows = refs[refs[column].notna()]
+                ax.scatter(rows.pretrain_steps, rows[column], marker="x", color="black", zorder=5,
+                           label="authors' code")
+                ax.legend(fontsize=7)
     _save(d, summary, fig)
 
 

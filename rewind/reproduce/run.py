@@ -39,7 +39,7 @@ def select(paper: str, names: list[str]) -> list[Figure]:
     return [f for f in figures if not names or f.name in names]
 
 
-def study_of(request: Request, settings: rconfig.ReproduceStudy):
+def _study_of(request: Request, settings: rconfig.ReproduceStudy):
     """The request's study settings: its own, the command's seeds and runtime, no figures of its own."""
     overrides = {**request.settings, "seeds": ",".join(map(str, settings.reproduce.seed_list())),
                  **{k: v for k, v in settings.runtime.__dict__.items() if k != "figures"}, "figures": False}
@@ -69,7 +69,7 @@ def plan(paper: str, names: list[str], settings: rconfig.ReproduceStudy, out: st
             users.setdefault(name, []).append(figure.name)
             if name in jobs:
                 continue
-            study = study_of(request, settings)
+            study = _study_of(request, settings)
             sub = _sub_plan(request, study, out)
             after = (last_in_root[request.root],) if request.root in last_in_root else ()
             jobs[name] = launch.Job(name, sub.out, sub.jobs[0].describe, {"request": _request_dict(request)},
@@ -100,7 +100,7 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
     """Train one sweep (what the archives do not hold complete)."""
     request = Request(**job.args["request"])
     settings = rconfig.from_dict(plan.config)
-    sub = _sub_plan(request, study_of(request, settings), Path(plan.out))
+    sub = _sub_plan(request, _study_of(request, settings), Path(plan.out))
     linear_study.execute(sub, sub.jobs[0])
     if job.marker:
         write_json(Path(job.marker), {"job": job.name, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -116,7 +116,7 @@ def summarize(plan: launch.Plan) -> dict[str, str]:
         drawing = Drawing(figure, r.scale, r.seed_list(), r.reference, out / f"{figure.name}.png",
                           out / f"{figure.name}.csv")
         for request in figure.requests(r.scale):
-            study = study_of(request, settings)
+            study = _study_of(request, settings)
             key = _key(request)
             if key not in tables:
                 sub = _sub_plan(request, study, out)
@@ -125,11 +125,11 @@ def summarize(plan: launch.Plan) -> dict[str, str]:
             drawing.studies.append(study)
         headlines[figure.name] = figure.draw(drawing)
         _record(out, plan, figure, settings, headlines[figure.name])
-    write_readme(out, plan.summary["paper"])
+    _write_readme(out, plan.summary["paper"])
     return headlines
 
 
-def command(paper: str, figure: str, settings: rconfig.ReproduceStudy, out: Path) -> str:
+def _command(paper: str, figure: str, settings: rconfig.ReproduceStudy, out: Path) -> str:
     """The command that makes `figure` alone with these settings."""
     r = settings.reproduce
     words = ["rewind", "reproduce", paper, figure, "--scale", r.scale, "--seeds", ",".join(map(str, r.seed_list()))]
@@ -143,7 +143,7 @@ def _record(out: Path, plan: launch.Plan, figure: Figure, settings: rconfig.Repr
     r = settings.reproduce
     index[figure.name] = {
         "title": figure.title, "paper": figure.paper, "png": f"{figure.name}.png", "csv": f"{figure.name}.csv",
-        "command": command(plan.summary["paper"], figure.name, settings, out), "scale": r.scale,
+        "command": _command(plan.summary["paper"], figure.name, settings, out), "scale": r.scale,
         "seeds": r.seed_list(), "headline": headline, "drawn": time.strftime("%Y-%m-%d %H:%M:%S"),
         "settings": [f"{q.kind} in runs/{q.root}: " + (", ".join(f"{k} {v}" for k, v in q.settings.items()) or
                                                         "the defaults") for q in figure.requests(r.scale)]}
@@ -162,7 +162,7 @@ def _index(out: Path) -> dict[str, Any]:
         return {}
 
 
-def write_readme(out: Path, paper: str) -> None:
+def _write_readme(out: Path, paper: str) -> None:
     index = _index(out)
     order = [f.name for f in papers.figures(paper)]
     lines = [f"# {papers.title(paper)}: figures reproduced by rewind", "",

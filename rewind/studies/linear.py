@@ -46,14 +46,14 @@ def _module(kind: str):
     return pathways if kind == "pathways" else completion
 
 
-def study_of(plan: launch.Plan):
+def _study_of(plan: launch.Plan):
     schema, make = SWEEPS[plan.summary.get("kind") or plan.jobs[0].args["kind"]]
     return cfg.from_sections(plan.config, schema=schema, make=make)
 
 
 def execute(plan: launch.Plan, job: launch.Job) -> None:
     """Train every arm of the sweep the archives do not hold complete."""
-    _module(job.args["kind"]).train(study_of(plan), plan.out)
+    _module(job.args["kind"]).train(_study_of(plan), plan.out)
 
 
 def summarize(plan: launch.Plan) -> Any:
@@ -61,7 +61,7 @@ def summarize(plan: launch.Plan) -> Any:
     from rewind.linear import sweep
 
     kind = plan.summary.get("kind") or plan.jobs[0].args["kind"]
-    study, module = study_of(plan), _module(kind)
+    study, module = _study_of(plan), _module(kind)
     with sweep.threads(study.runtime.threads):
         tables = module.tables(study, plan.out)
     if plan.summary.get("write", True):
