@@ -153,11 +153,12 @@ def train(study: CompletionStudy, out: str | Path) -> None:
             return CompletionBatch([s.weights for s in stretches], [s.info for s in stretches],
                                    [s.length for s in stretches], tasks, c, dev)
 
+        limit = sweep.CPU_BATCH_BYTES if dev.type == "cpu" else 0  # compute-bound: cache-sized batches
         sweep.train_trunks(trunks, [timing(c, p)[0] for p in points], c.save_every, c.record_every,
                            lambda key: initial_weights(c, key[2], key[0], key[1]),
-                           lambda key: ((key[1], key[2]), 1), batch_of, progress, stack, dev)
+                           lambda key: ((key[1], key[2]), 1), batch_of, progress, stack, limit)
         sweep.train_branches(branches, KIND + "-task2", c.save_every, c.record_every,
-                             lambda b, start: ((b.seed, b.key[2]), 2), batch_of, progress, stack, dev)
+                             lambda b, start: ((b.seed, b.key[2]), 2), batch_of, progress, stack, limit)
         if c.flow:
             for (depth, seed, variant), trunk in trunks.items():
                 if seed == seed_list[0]:

@@ -114,9 +114,9 @@ def train(study: PathwaysStudy, out: str | Path) -> None:
 
         sweep.train_trunks(trunks, sorted({*onsets, c.steps}), c.save_every, c.record_every,
                            lambda key: initial_weights(c, key[0], key[1], modes), lambda key: None,
-                           batch_of, progress, stack, dev)
+                           batch_of, progress, stack)
         sweep.train_branches(branches, KIND + "-gate", c.save_every, c.record_every, window, batch_of, progress,
-                             stack, dev)
+                             stack)
 
 
 def trunk_identity(c: PathwaysConfig, depth: int, seed: int) -> dict:

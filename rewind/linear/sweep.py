@@ -11,11 +11,11 @@ resumes from its latest checkpoint and ends with the same files as one never sto
 
 Training is one tensor program per group: every stretch of one depth (all seeds, all branches)
 shares the step counter of a `Batch` the study builds (its layers stacked along the batch axis);
-records are kept on the device and copied to the host only when a checkpoint is written. On a CPU a
-group is cut into batches of at most `CPU_BATCH_BYTES` of weights (times three: activations and
-gradients) each, trained one after another: past the caches a step of 27 depth-3 completion arms
-took 1.5x longer per arm than one of 9-16 (README, Performance). Every arm is computed alike in a
-batch of any size, so this changes no result.
+records are kept on the device and copied to the host only when a checkpoint is written. A study
+may cut a group into batches of at most `max_bytes` of weights (times three: activations and
+gradients) each, trained one after another: matrix completion on a CPU does (`CPU_BATCH_BYTES`), where
+past the caches a step of 27 depth-3 arms took 1.5x longer per arm than one of 9-16 (README,
+Performance). Every arm is computed alike in a batch of any size, so this changes no result.
 """
 
 from __future__ import annotations
@@ -82,17 +82,17 @@ class Stretch:
 CPU_BATCH_BYTES = 6 * 2 ** 20
 
 
-def batches(stretches: list[Stretch], dev: torch.device) -> list[list[Stretch]]:
-    """`stretches` cut into the batches trained one after another: one on a GPU, cache-sized on a CPU."""
-    if dev.type != "cpu" or not stretches:
+def batches(stretches: list[Stretch], max_bytes: int) -> list[list[Stretch]]:
+    """`stretches` cut into batches of at most `max_bytes` (0: one batch), trained one after another."""
+    if not max_bytes or not stretches:
         return [stretches]
     per_arm = 3 * sum(w.numel() * w.element_size() for w in stretches[0].weights.values())
-    size = max(1, CPU_BATCH_BYTES // max(per_arm, 1))
+    size = max(1, max_bytes // max(per_arm, 1))
     return [stretches[i:i + size] for i in range(0, len(stretches), size)]
 
 
-def train_all(stretches: list[Stretch], batch_of: Callable[[list[Stretch]], Batch], dev: torch.device) -> None:
-    for part in batches(stretches, dev):
+def train_all(stretches: list[Stretch], batch_of: Callable[[list[Stretch]], Batch], max_bytes: int) -> None:
+    for part in batches(stretches, max_bytes):
         train(part, batch_of(part))
 
 
@@ -212,7 +212,7 @@ class Progress:
 def train_trunks(trunks: dict[tuple, Run], points: list[int], save_every: int, record_every: int,
                  initial: Callable[[tuple], dict[str, torch.Tensor]], info: Callable[[tuple], Any],
                  batch_of: Callable[[list[Stretch]], Batch], progress: Progress, stack: ExitStack,
-                 dev: torch.device) -> None:
+                 max_bytes: int = 0) -> None:
     """Give every trunk {(depth, seed, ...): open run} a checkpoint at each of `points`, training what is
     missing; the trunks of one depth whose stretches coincide train together."""
     legs = []
@@ -233,7 +233,7 @@ def train_trunks(trunks: dict[tuple, Run], points: list[int], save_every: int, r
     for (depth, _, start, end), group_ in sorted(group(legs, lambda g: (g[0], g[1], g[2].start, g[2].end)).items()):
         stretches = [leg[2] for leg in group_]
         progress(f"depth {depth}: {len(stretches)} trunk(s), steps {start}-{end}",
-                 lambda: train_all(stretches, batch_of, dev))
+                 lambda: train_all(stretches, batch_of, max_bytes))
     for trunk in trunks.values():
         held = trunk.stage("trunk").steps()
         if trunk.status != "complete" or trunk.manifest.data.get("total_iterations") != held[-1]:
@@ -261,7 +261,7 @@ class Branch:
 
 def train_branches(branches: list[Branch], run_kind: str, save_every: int, record_every: int,
                    info: Callable[[Branch, int], Any], batch_of: Callable[[list[Stretch]], Batch],
-                   progress: Progress, stack: ExitStack, dev: torch.device) -> None:
+                   progress: Progress, stack: ExitStack, max_bytes: int = 0) -> None:
     """Train every unfinished branch, from its own latest checkpoint or the trunk's at its point; all
     those of one depth together. A finished branch is not opened (its files stay as they are)."""
     todo = []
@@ -280,7 +280,7 @@ def train_branches(branches: list[Branch], run_kind: str, save_every: int, recor
                                      {"depth": b.depth, "seed": b.seed, "point": b.point})))
     for depth, group_ in sorted(group(todo, lambda t: t[0].depth).items()):
         stretches = [t[2] for t in group_]
-        progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train_all(stretches, batch_of, dev))
+        progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train_all(stretches, batch_of, max_bytes))
         for _, run, _ in group_:
             run.update(status="complete")
 
