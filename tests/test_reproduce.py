@@ -154,3 +154,20 @@ def test_list_names_every_figure(capsys):
     from rewind.reproduce.kleinman2024 import FIGURES
 
     assert code == 0 and "kleinman2024" in stdout and all(f.name in stdout for f in FIGURES)
+
+
+def test_fig1_at_paper_scale_from_the_authors_draws_gives_their_numbers(tmp_path):
+    """With the authors' seed for numpy's generator (their 100 initial conditions), rewind's phase portrait
+    is their computation: the mean final shares their script gives (the figure's reference rows)."""
+    from rewind.reproduce.figure import Drawing
+    from rewind.reproduce.kleinman2024 import FIGURES
+
+    fig1 = next(f for f in FIGURES if f.name == "fig1")
+    d = Drawing(fig1, "paper", [49827345], True, tmp_path / "fig1.png", tmp_path / "fig1.csv")
+    fig1.draw(d)
+    table = pd.read_csv(d.csv)
+    ours = table[table.series == "rewind"].groupby(["deficit", "depth"]).share_b.mean()
+    refs = table[table.series == "reference"].set_index(["deficit", "depth"])
+    assert len(refs) == 8 and refs.source.str.contains("phase-large-init.py").all()
+    for key, row in refs.iterrows():
+        assert abs(ours[key] - row.share_b) < 1e-5, key

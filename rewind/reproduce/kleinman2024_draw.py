@@ -36,16 +36,18 @@ DEFICITS = ("early", "late")
 def _save(d: Drawing, table: pd.DataFrame, fig: Any = None) -> None:
     """The CSV (with the reference rows when asked) and the PNG (unless already written)."""
     table = table.assign(series="rewind")
-    refs = REFERENCES.get(d.figure.name, []) if d.reference else []
-    if refs:
-        table = pd.concat([table, pd.DataFrame(refs).assign(series="reference")], ignore_index=True)
+    refs = _refs(d)
+    if len(refs):
+        table = pd.concat([table, refs.assign(series="reference")], ignore_index=True)
     write_text(d.csv, table.to_csv(index=False))
     if fig is not None:
         save_png(fig, d.png)
 
 
 def _refs(d: Drawing) -> pd.DataFrame:
-    return pd.DataFrame(REFERENCES.get(d.figure.name, []) if d.reference else [])
+    """The figure's reference rows, with --reference at paper scale (they are values at the paper's
+    settings, which the smoke scale does not use)."""
+    return pd.DataFrame(REFERENCES.get(d.figure.name, []) if d.reference and d.scale == "paper" else [])
 
 
 def _portrait(ax, depth: int, S: float, c: float) -> None:
