@@ -53,8 +53,10 @@ def test_phase_portraits_early_deficits_bite_more_with_depth_late_ones_not(smoke
         share = csv(smoke, name).groupby(["deficit", "depth"]).share_b.mean()
         early, late = share["early"], share["late"]
         assert early.is_monotonic_decreasing and early.iloc[0] < 0.45 and early.iloc[-1] < 0.1
-        # a late deficit leaves the mode shared, on average over the initial conditions (20 at smoke scale)
-        assert (abs(late.iloc[1:] - 0.5) < 0.06).all() and (late > early + 0.02).all()
+        # a late deficit leaves the mode shared, on average over the initial conditions (20 at smoke scale);
+        # at depth 2 the large init's early deficit costs little (0.431 against 0.447 in the authors' run)
+        assert (abs(late.iloc[1:] - 0.5) < 0.06).all() and (late > early).all()
+        assert (late.iloc[1:] > early.iloc[1:] + 0.25).all()
 
 
 def test_gated_share_early_near_0_late_near_half_middle_between_and_falling_with_depth(smoke):

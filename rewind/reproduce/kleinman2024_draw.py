@@ -72,7 +72,7 @@ def _phase_table(K: np.ndarray, depths: np.ndarray, windows: np.ndarray, p0: np.
 
 def _phase_figure(d: Drawing, K: np.ndarray, table: pd.DataFrame, depths: tuple, S: float, c: float,
                   lw: float) -> str:
-    fig = figure(3.0 * len(depths), 6.0)
+    fig = figure(3.0 * len(depths), 6.6)
     axes = fig.subplots(2, len(depths), squeeze=False)
     refs = _refs(d)
     for row, deficit in enumerate(DEFICITS):
@@ -82,7 +82,7 @@ def _phase_figure(d: Drawing, K: np.ndarray, table: pd.DataFrame, depths: tuple,
             chosen = np.nonzero(((table.depth == depth) & (table.deficit == deficit)).to_numpy())[0]
             ax.plot(K[:, chosen, 0], K[:, chosen, 1], "k", lw=lw)  # every trajectory, one call
             mean = table.share_b.iloc[chosen].mean()
-            title = f"D={depth}, {deficit} deficit: b's share {mean:.3f}"
+            title = f"D={depth}, {deficit} deficit\nb's share {mean:.3f}"
             if len(refs):
                 ref = refs[(refs.depth == depth) & (refs.deficit == deficit)]
                 title += f" (authors' code {ref.share_b.iloc[0]:.3f})" if len(ref) else ""
