@@ -363,6 +363,8 @@ def reproduce(paper: str | None, figures: tuple[str, ...], dry_run: bool, list_:
         from rewind import launch
 
         launch.execute_inline(plan)
+    elif reproducing.stale(plan):
+        reproducing.summarize(plan)
     index = reproducing.drawn(out)
     for name in plan.summary["figures"]:
         if name in index:

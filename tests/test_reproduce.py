@@ -173,3 +173,15 @@ def test_fig1_at_paper_scale_from_the_authors_draws_gives_their_numbers(tmp_path
     assert len(refs) == 8 and refs.source.str.contains("phase-large-init.py").all()
     for key, row in refs.iterrows():
         assert abs(ours[key] - row.share_b) < 1e-5, key
+
+
+def test_figures_are_redrawn_when_only_how_they_are_drawn_changes(smoke):
+    """With an executor the last job draws the figures; a command that finds every run complete but
+    the figures drawn otherwise (here: --reference) draws them itself, and only then."""
+    from rewind.reproduce import config as rconfig
+    from rewind.reproduce import run
+
+    def plan(**options):
+        return run.plan("kleinman2024", ["fig3"], rconfig.load(options), smoke)
+
+    assert not run.stale(plan()) and run.stale(plan(reference=True)) and run.stale(plan(seeds="0,1")) is False

@@ -144,10 +144,22 @@ def _record(out: Path, plan: launch.Plan, figure: Figure, settings: rconfig.Repr
     index[figure.name] = {
         "title": figure.title, "paper": figure.paper, "png": f"{figure.name}.png", "csv": f"{figure.name}.csv",
         "command": _command(plan.summary["paper"], figure.name, settings, out), "scale": r.scale,
-        "seeds": r.seed_list(), "headline": headline, "drawn": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seeds": r.seed_list(), "reference": r.reference, "headline": headline, "drawn": time.strftime("%Y-%m-%d %H:%M:%S"),
         "settings": [f"{q.kind} in runs/{q.root}: " + (", ".join(f"{k} {v}" for k, v in q.settings.items()) or
                                                         "the defaults") for q in figure.requests(r.scale)]}
     write_json(out / INDEX, index)
+
+
+def stale(plan: launch.Plan) -> bool:
+    """True when every sweep of the plan is complete and a figure of it is not drawn with its settings
+    (scale, seeds, --reference): an executor's last job draws the figures, so a command that only
+    changes how they are drawn finds nothing to train and has them drawn by `summarize` here."""
+    if launch.pending(plan):
+        return False
+    r = rconfig.from_dict(plan.config).reproduce
+    index = _index(Path(plan.out))
+    now = {"scale": r.scale, "seeds": r.seed_list(), "reference": r.reference}
+    return any({k: index.get(name, {}).get(k) for k in now} != now for name in plan.summary["figures"])
 
 
 def drawn(out: str | Path) -> dict[str, Any]:
