@@ -13,8 +13,9 @@ Training is one tensor program per group: every stretch of one depth (all seeds,
 shares the step counter of a `Batch` the study builds (its layers stacked along the batch axis);
 records are kept on the device and copied to the host only when a checkpoint is written. A study
 may cut a group into batches of at most `max_bytes` of weights (times three: activations and
-gradients) each, trained one after another: matrix completion on a CPU does (`CPU_BATCH_BYTES`), where
-past the caches a step of 27 depth-3 arms took 1.5x longer per arm than one of 9-16 (README,
+gradients) each, trained one after another: matrix completion on a CPU does (`CPU_BATCH_BYTES`: 8
+depth-3 arms, 13 depth-2), where a step of 17 depth-3 arms took 6% longer per arm than one of 8, and
+of 26 depth-2 arms 16% longer than 13, and past the caches (27 arms) up to 1.5x (README,
 Performance). Every arm is computed alike in a batch of any size, so this changes no result.
 """
 
@@ -79,7 +80,7 @@ class Stretch:
         return {s for s in steps | self.saves if s > self.logged}
 
 
-CPU_BATCH_BYTES = 6 * 2 ** 20
+CPU_BATCH_BYTES = 3 * 2 ** 20
 
 
 def batches(stretches: list[Stretch], max_bytes: int) -> list[list[Stretch]]:
