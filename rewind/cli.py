@@ -23,6 +23,7 @@ from rewind import config as cfg
 from rewind.errors import UserError
 from rewind.launch.settings import LaunchConfig
 from rewind.linear import config as linear_config
+from rewind.reproduce import config as reproduce_config
 from rewind.settings import Settings, flag_of
 from rewind.studies.plasticity_settings import settle_recipe
 
@@ -54,18 +55,20 @@ def launched(launch_config: LaunchConfig, make_plan: Callable[[], Any], dry_run:
     return True
 
 
-def config_options(sections: tuple[str, ...], with_file: bool = True, kind: type[Settings] = cfg.Config) -> Callable:
+def config_options(sections: tuple[str, ...], with_file: bool = True, kind: type[Settings] = cfg.Config,
+                   leave_out: tuple[str, ...] = ()) -> Callable:
     def decorate(fn: Callable) -> Callable:
-        return _config_options(fn, sections, with_file, kind)
+        return _config_options(fn, sections, with_file, kind, leave_out)
 
     return decorate
 
 
-def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool, kind: type[Settings]) -> Callable:
-    """Add `--config FILE` and one option per field of `sections` (of settings `kind`); unset options
-    stay None (the file wins)."""
+def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool, kind: type[Settings],
+                    leave_out: tuple[str, ...] = ()) -> Callable:
+    """Add `--config FILE` and one option per field of `sections` (of settings `kind`; none for the
+    fields `leave_out` names); unset options stay None (the file wins)."""
     for name, (section, f) in reversed(list(kind.fields().items())):
-        if section not in sections:
+        if section not in sections or name in leave_out:
             continue
         flag = flag_of(f)
         default = "see above" if f.default is None else repr(f.default)
@@ -314,8 +317,11 @@ def linear_completion(config_file: str | None, out: str, dry_run: bool, **option
     several = s.seeds.max() > 1
     s = s.assign(cell=[f"{m:.4f} ± {sd:.4f}" if several else f"{m:.4f}" for m, sd in zip(s.task2_error,
                                                                                        s.task2_error_std)])
-    pivot = s.pivot(index="pretrain_steps", columns="depth", values="cell")
-    click.echo(_table([{"T_c": t, **{f"D={d}": v for d, v in row.items()}} for t, row in pivot.iterrows()]))
+    tags = completion.swept(study.completion)
+    s["arm"] = [f"D={r.depth}" + completion.Variant(*(r[k] for k in completion.VARIANT_COLUMNS)).tag(tags)
+                for _, r in s.iterrows()]
+    pivot = s.pivot(index="pretrain_steps", columns="arm", values="cell")[list(dict.fromkeys(s.arm))]
+    click.echo(_table([{"T_c": t, **row.to_dict()} for t, row in pivot.iterrows()]))
     click.echo("task-2 error: mean squared error over all entries" +
                (f" (mean ± std over {s.seeds.max()} seeds; min and max in summary.csv)" if several else ""))
     _outputs(out, study.runtime.figures, "completion_error.png, completion_singular_values.png")
@@ -324,6 +330,59 @@ def linear_completion(config_file: str | None, out: str, dry_run: bool, **option
 def _outputs(out: str, figures: bool, pngs: str) -> None:
     tables = f"tables: {Path(out) / 'results.csv'}, summary.csv, curves.csv"
     click.echo(tables + (f"; figures: {pngs}" if figures else ""))
+
+
+@cli.command()
+@click.argument("paper", required=False)
+@click.argument("figures", nargs=-1)
+@config_options(tuple(reproduce_config.ReproduceStudy.SECTIONS), with_file=False, kind=reproduce_config.ReproduceStudy,
+                leave_out=("figures",))
+@dry_run_option
+@click.option("--list", "list_", is_flag=True, default=False, help="name the papers and figures there are, and exit")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="folder for the figures (PNG, CSV), README.md and the runs they need (runs/), e.g. runs/paper")
+def reproduce(paper: str | None, figures: tuple[str, ...], dry_run: bool, list_: bool, out: str | None,
+              **options: Any) -> None:
+    """A paper's figures, one command: the runs they need (ordinary deep-linear sweeps: archives, resume,
+    --dry-run, --executor), each trained once, then per figure FIGURE.png, FIGURE.csv and a README.md.
+
+    \b
+    rewind reproduce --list
+    rewind reproduce kleinman2024 --out runs/kleinman2024-smoke                    # every figure, smoke scale
+    rewind reproduce kleinman2024 fig1 fig3 --scale paper --out runs/kleinman2024
+    rewind reproduce kleinman2024 --scale paper --executor local --local-jobs 2 --out runs/kleinman2024
+    """
+    from rewind.reproduce import papers
+
+    if list_:
+        for name in ([paper] if paper else papers.names()):
+            click.echo(f"{name}: {papers.title(name)}")
+            click.echo(_table([{"figure": f.name, "in the paper": f.paper, "what": f.title}
+                               for f in papers.figures(name)]))
+        return
+    if not paper:
+        raise UserError(f"name a paper to reproduce ({', '.join(papers.names())}), or see `rewind reproduce --list`")
+    settings = reproduce_config.load(given(options))
+    from rewind.reproduce import run as reproducing
+
+    reproducing.select(paper, list(figures))  # an unknown figure: one line, before anything is written
+    if out is None:
+        raise UserError("--out is required: the folder for the figures and their runs, e.g. --out runs/kleinman2024")
+    if dry_run:
+        click.echo(reproducing.describe(reproducing.plan(paper, list(figures), settings, out)))
+        return
+    plan = reproducing.plan(paper, list(figures), settings, out)
+    if not launched(settings.launch, lambda: plan, False):
+        from rewind.studies import common
+
+        common.run(plan)
+    elif reproducing.stale(plan):
+        reproducing.summarize(plan)
+    index = reproducing.drawn(out)
+    for name in plan.summary["figures"]:
+        if name in index:
+            click.echo(f"{name}: {index[name]['headline']}")
+    click.echo(f"figures, their CSVs and README.md: {out}")
 
 
 @cli.group()

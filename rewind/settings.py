@@ -75,6 +75,31 @@ def finite(name: str, value: float, flag: str, where: str = "") -> None:
                                                                                     else ")"))
 
 
+def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, strict: bool = False) -> list:
+    """'0.3,0.6,1.0' -> [0.3, 0.6, 1.0] (ints for kind=int), each a finite number at least `at_least`
+    (above it if `strict`), none twice; '' gives []."""
+    flag = f" (--{what.replace('_', '-')})" if what.isidentifier() else ""  # a setting's name: its flag
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            value = None
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{what} must be a finite number, got {part!r} in {text!r}{flag}")
+        if value is None or value < at_least or (strict and value == at_least):
+            unit = "whole numbers" if kind is int else "numbers"
+            bound = f" {'>' if strict else '>='} {at_least:g}" if math.isfinite(at_least) else ""
+            raise UserError(f"{what} must be comma-separated {unit}{bound}, e.g. "
+                            f"'{'1,2' if kind is int else '0.3,0.6'}'; got {text!r}{flag}")
+        if value in out:
+            raise UserError(f"{what}{flag} lists {part} twice ({text!r}): each value is one run; give it once")
+        out.append(value)
+    return out
+
+
 class Settings:
     """Settings in named, frozen sections (`settings.train.lr`). A kind of settings lists its sections
     in `SECTIONS` (name -> dataclass, in order): its own, then those registered with it. A section

@@ -123,7 +123,7 @@ def linear_identities() -> dict[str, str]:
     for depth, seed in ((1, 0), (3, 2)):
         trunk = completion.trunk_identity(c, depth, seed)
         out[f"completion-d{depth}-s{seed}"] = identity_hash(trunk)
-        out[f"completion-d{depth}-s{seed}-tc20000"] = identity_hash(completion.branch_identity(c, trunk, 20000))
+        out[f"completion-d{depth}-s{seed}-tc20000"] = identity_hash(completion.branch_identity(trunk, 20000, 30000))
     return out
 
 

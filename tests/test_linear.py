@@ -223,7 +223,7 @@ def test_a_new_onset_trains_only_its_branch(dln, tmp_path, capsys):
 
     c = load_pathways(None, {"depth": "2"}).pathways
     weights = runs.read(root).stage("trunk").load(200).tensors
-    k = pathways.PathwaysBatch([weights], [None], [0], hierarchical_modes(), c.lr, 2, torch.device("cpu")).record()
+    k = pathways.PathwaysBatch([weights], [None], [0], hierarchical_modes(), c, torch.device("cpu")).record()
     row = pd.read_csv(root / "trunk" / "metrics.csv").set_index("step").loc[200]
     assert k[0, 1:9].tolist() == row[[f"k_a_{m}" for m in range(1, 9)]].tolist()
 
@@ -355,8 +355,9 @@ def test_shipped_configs_hold_the_paper_settings():
         "2,3,4", "0,400,750", 150, 1000, 0.01, 100, 0.01, "0,1,2")
     assert (p.init, p.init_noise, p.init_draw) == ("balanced", 0.1, "width")  # the authors' draw
     c = load_completion(str(REPO / "configs" / "linear_completion.toml")).completion
-    assert (c.size, c.task1_rank, c.task2_rank, c.observations, c.lr, c.init_scale, c.task2_steps, c.seeds) == (
-        100, 10, 5, 2000, 0.2, 1e-3, 30000, "0,1,2")
+    assert (c.size, c.task2_rank, c.lr, c.task2_steps, c.seeds, c.init, c.timing) == (
+        100, 5, 0.2, 30000, "0,1,2", "gaussian", "paper")
+    assert c.axes() == ([10], [2000], [0], [1e-3])  # task 1's rank, observed entries, no subset, init scale
     from rewind.linear.config import counts
 
     assert counts(c.pretrain_steps, "pretrain_steps", allow_k=True) == [0, 1000, 5000, 10000, 20000, 40000, 60000,

@@ -70,7 +70,7 @@ def _prepared(command: str, tmp: Path) -> list[str]:
             _stand_in_trunk(tmp / run)
     if args[:2] == ["runs", "summarize"]:
         return [*args, "--help"]  # it needs a launched study: that the command and its argument exist
-    return args if args[0] in READ_ONLY else [*args, "--dry-run"]
+    return args if args[0] in READ_ONLY or "--list" in args else [*args, "--dry-run"]  # --list: a listing
 
 
 COMMANDS = readme_commands((ROOT / "README.md").read_text())

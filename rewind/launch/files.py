@@ -22,6 +22,8 @@ from rewind.errors import UserError
 
 RECOVER = "run the study's command again to rewrite it"
 STUDIES = ("imp", "critical", "stability", "stats", "plasticity", "linear")
+# The modules a plan may name as the one that trains it: the studies, and `rewind reproduce`'s plans.
+PLAN_MODULES = (*(f"rewind.studies.{s}" for s in STUDIES), "rewind.reproduce.run")
 STATES = ("running", "finished", "failed")
 
 
@@ -91,7 +93,7 @@ def read_plan(path: str | Path):
     if not path.exists():
         raise Damaged(path, what, "does not exist")
     d = _check(_load(path, what), PLAN_FIELDS, path, what, required=("study", "out", "config", "jobs"))
-    if d["study"] not in tuple(f"rewind.studies.{s}" for s in STUDIES):
+    if d["study"] not in PLAN_MODULES:
         raise Damaged(path, what, f"names no study of rewind ({d['study']!r})")
     for j in d["jobs"]:
         _check(j, JOB_FIELDS, path, what, required=("name", "path", "describe"))

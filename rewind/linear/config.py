@@ -9,12 +9,13 @@ unknown keys are errors, every field is a flag. Step lists accept `1k` for 1000.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewind.errors import UserError
-from rewind.settings import Settings, _f
+from rewind.settings import Settings, _f, numbers
 
 _COUNT = re.compile(r"^(\d+)(k?)$")
 
@@ -89,6 +90,18 @@ class PathwaysConfig:
                                  "descending order, the modes taking the largest 8, from torch's generator seeded "
                                  "with the seed (the authors' code: seed S draws their seed S's values); modes: 8 "
                                  "values, one per mode (rewind before issue 19)", choices=("width", "modes"))
+    hidden_init: str = _f("modes", "balanced init, the hidden layers: modes: each passes only the task's 8 modes, "
+                                   "through its own random basis; full: the authors' MultipathwayNet, one "
+                                   "width x width orthogonal basis for every hidden layer, the hidden-to-hidden "
+                                   "layers passing all `width` drawn values (the same K in a linear network; it "
+                                   "matters with a nonlinearity)", choices=("modes", "full"))
+    nonlinearity: str = _f("none", "elementwise nonlinearity after every layer, the output's included (the "
+                                   "authors' nonlinear pathways); the analytical curve holds only without one",
+                           choices=("none", "tanh", "relu"))
+    lesion_mode: int = _f(0, "feature lesion (the authors' gate_sing): pathway a permanently loses this mode "
+                             "(1 = strongest; its output and gradient in that mode are removed, the mode's "
+                             "couplings with the others too), while the gating deficit still gates pathway b; "
+                             "0 = off")
     seeds: str = _f("0", "seeds, comma-separated; a seed draws the init (k per mode, hidden bases)")
     record_every: int = _f(10, "record per-mode singular values and the loss every this many steps "
                                "(metrics.csv, curves.csv, TensorBoard)")
@@ -116,6 +129,14 @@ class PathwaysConfig:
                             "use seeds below 2^64")
         if self.init == "balanced" and self.width < 8 and (max(depths) > 1 or self.init_draw == "width"):
             raise UserError(f"a balanced init needs width >= 8 (the task's 8 modes), got {self.width}")
+        if self.hidden_init == "full" and (self.init != "balanced" or self.init_draw != "width"):
+            raise UserError("--hidden-init full is the authors' balanced init: it needs --init balanced and "
+                            "--init-draw width (all `width` values of k)")
+        if not 0 <= self.lesion_mode <= 8:
+            raise UserError(f"lesion_mode must be a mode from 1 (strongest) to 8, or 0 for none; got {self.lesion_mode}")
+        if self.lesion_mode and self.pathways < 2:
+            raise UserError("a feature lesion removes a mode from pathway a while pathway b may learn it: "
+                            "it needs --pathways 2 or more")
 
 
 @dataclass(frozen=True)
@@ -127,13 +148,25 @@ class CompletionConfig:
                              "is a branch from the task-1 trunk's checkpoint there")
     task2_steps: int = _f(30000, "steps on task 2 after the switch")
     size: int = _f(100, "N: the target matrices are N x N")
-    task1_rank: int = _f(10, "rank of task 1's target")
+    task1_rank: str = _f("10", "rank of task 1's target; a comma-separated list sweeps it (every value an arm of "
+                               "the same batched program)")
     task2_rank: int = _f(5, "rank of task 2's target (independent of task 1's)")
-    observations: int = _f(2000, "observed entries, the same for both tasks")
-    subset_observations: int = _f(0, "subset variant: task 1 is task 2's own matrix seen on only the first this "
-                                     "many of its observed entries (0 = off)")
-    init_scale: float = _f(1e-3, "end-to-end init scale: each layer N(0, init_scale^(2/D) / N)")
+    observations: str = _f("2000", "observed entries, the same for both tasks; a list sweeps it")
+    subset_observations: str = _f("0", "subset variant: task 1 is task 2's own matrix seen on only the first this "
+                                       "many of its observed entries (0 = off); a list sweeps it")
+    init: str = _f("gaussian", "layer init (the authors' matrixcompletion/model_utils.py): gaussian: each layer "
+                               "N(0, init_scale^(2/D) / N); orthogonal: each a random orthogonal matrix times "
+                               "(init_scale * sqrt(N))^(1/D); identity: each the identity times init_scale^(1/D)",
+                   choices=("gaussian", "orthogonal", "identity"))
+    init_scale: str = _f("0.001", "init scale (see --init); a comma-separated list sweeps it")
     lr: float = _f(0.2, "learning rate (loss: 0.5 * mean squared error over the observed entries)")
+    timing: str = _f("paper", "the switch: paper: task 1 for exactly T_c steps, then task 2 for task2_steps, the "
+                              "error read after the last; code: as the authors' loop (matrixcompletion/main.py) "
+                              "runs: task 1 for T_c + 1 steps, task 2 for task2_steps - 1, the error read "
+                              "before the last (after task2_steps - 2)", choices=("paper", "code"))
+    flow: bool = _f(False, "also integrate the analytical gradient flow of the end-to-end map (Arora et al. "
+                           "2018-2019) from each arm's init, its singular values beside the simulation's "
+                           "(curves.csv sv_<i>_flow; cached in the trunk's analysis/ folder)")
     seeds: str = _f("0", "seeds, comma-separated; a seed draws the targets, the observed entries and the init")
     singular_values: int = _f(10, "top singular values of the end-to-end map to record")
     record_every: int = _f(500, "record errors and singular values every this many steps")
@@ -147,21 +180,38 @@ class CompletionConfig:
         _seeds(self.seeds)
         if not counts(self.pretrain_steps, "pretrain_steps", allow_k=True):
             raise UserError("pretrain_steps must list at least one T_c, e.g. '0,1k,5k'")
-        _positive(lr=self.lr, init_scale=self.init_scale)
-        _at_least(1, task2_steps=self.task2_steps, record_every=self.record_every, task1_rank=self.task1_rank,
-                  task2_rank=self.task2_rank, observations=self.observations, singular_values=self.singular_values)
+        _positive(lr=self.lr)
+        _choices(self)
+        _at_least(1, task2_steps=self.task2_steps, record_every=self.record_every, task2_rank=self.task2_rank,
+                  singular_values=self.singular_values)
         _at_least(2, size=self.size)
-        _at_least(0, subset_observations=self.subset_observations, save_every=self.save_every)
+        _at_least(0, save_every=self.save_every)
+        ranks, observed, subsets, scales = self.axes()
+        _at_least(1, task1_rank=min(ranks), observations=min(observed))
+        _at_least(0, subset_observations=min(subsets))
+        _positive(init_scale=min(scales))
         n = self.size
-        for name in ("task1_rank", "task2_rank", "singular_values"):
-            if getattr(self, name) > n:
-                raise UserError(f"{name} {getattr(self, name)} is above N = {n} (--size)")
-        if self.observations > n * n:
-            raise UserError(f"observations {self.observations} is more than the {n * n} entries of an "
-                            f"{n} x {n} matrix")
-        if self.subset_observations >= self.observations:
-            raise UserError(f"subset_observations {self.subset_observations} must be below observations "
-                            f"{self.observations} (task 1 sees part of task 2's entries)")
+        for name, value in (("task1_rank", max(ranks)), ("task2_rank", self.task2_rank),
+                            ("singular_values", self.singular_values)):
+            if value > n:
+                raise UserError(f"{name} {value} is above N = {n} (--size)")
+        if max(observed) > n * n:
+            raise UserError(f"observations {max(observed)} is more than the {n * n} entries of an {n} x {n} matrix")
+        if max(subsets) >= min(observed):
+            raise UserError(f"subset_observations {max(subsets)} must be below observations {min(observed)} "
+                            "(task 1 sees part of task 2's entries)")
+        if self.timing == "code" and self.task2_steps < 2:
+            raise UserError("--timing code reads the error two steps before task2_steps: use --task2-steps 2 or more")
+
+    def axes(self) -> tuple[list[int], list[int], list[int], list[float]]:
+        """The swept values of task1_rank, observations, subset_observations and init_scale."""
+        lists = (counts(self.task1_rank, "task1_rank"), counts(self.observations, "observations"),
+                 counts(self.subset_observations, "subset_observations"),
+                 numbers(self.init_scale, "init_scale", float, -math.inf))
+        for name, values in zip(("task1_rank", "observations", "subset_observations", "init_scale"), lists):
+            if not values:
+                raise UserError(f"{name} must list at least one value")
+        return lists[0], lists[1], lists[2], sorted(set(lists[3]))
 
     def check_sweep(self) -> None:
         """What concerns the whole sweep, not the runs it is narrowed to (a branch's settings hold its one
@@ -175,8 +225,9 @@ class LinearRuntimeConfig:
     device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
     progress: str = _f("lines", "progress: a line per trained group on stderr, or none", choices=("lines", "none"))
     figures: bool = _f(True, "write the PNG figures (a few seconds; tables and TensorBoard are always written)")
-    threads: int = _f(0, "CPU threads of torch while training (0 = torch's default); the matrices are small, and "
-                         "on a busy machine 1 thread is often the fastest")
+    threads: int = _f(1, "CPU threads of torch while training (0 = torch's default); these matrices are small: "
+                         "one thread was the fastest measured (README, Performance), and on a busy machine "
+                         "two threads were up to 12x slower")
 
     def __post_init__(self) -> None:
         _choices(self)

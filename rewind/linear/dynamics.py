@@ -10,6 +10,9 @@ With P pathways whose outputs add, they share the residual: dK_p/dt = lr * D * K
 are integrated with classical Runge-Kutta (`substeps` per gradient step, gates switching on step
 boundaries), so the curve is the gradient *flow*; gradient descent at step size lr is its Euler
 discretisation and differs by O(lr).
+
+A feature lesion (the authors' `gate_sing`) takes one mode out of pathway a for good: its K_a is
+held fixed and no longer counts in the residual of that mode, which the other pathways then share.
 """
 
 from __future__ import annotations
@@ -19,24 +22,27 @@ import numpy as np
 
 def balanced_trajectories(S: np.ndarray, k0: np.ndarray, depth: int, lr: float, record: list[int],
                           windows: list[tuple[int, int] | None], gated: int = 1,
-                          substeps: int = 2) -> np.ndarray:
+                          substeps: int = 2, lesion: int | None = None) -> np.ndarray:
     """K at each step in `record` (sorted, from 0): [len(record), A, P, M].
 
     S: [M] mode strengths; k0: [A, P, M] initial per-mode singular values (>= 0), A arms of P
     pathways; windows[a]: the steps [start, end) during which arm a's pathway `gated` is held fixed,
-    or None."""
+    or None; lesion: the mode (0-based) that pathway 0 has lost in every arm, or None."""
     K = np.array(k0, dtype=np.float64)
     S = np.asarray(S, dtype=np.float64)
     arms, paths, _ = K.shape
     power = 2.0 - 2.0 / depth
     starts = np.array([w[0] if w else -1 for w in windows])
     ends = np.array([w[1] if w else -1 for w in windows])
-    learn = np.ones((arms, paths, 1))
+    learn = np.ones((arms, paths, K.shape[2]))
+    counts = np.ones((1, paths, K.shape[2]))
+    if lesion is not None:
+        counts[0, 0, lesion] = 0.0
     h = 1.0 / substeps
 
     def rate(k: np.ndarray) -> np.ndarray:
-        residual = S - k.sum(axis=1, keepdims=True)
-        return lr * depth * np.power(np.maximum(k, 0.0), power) * residual * learn
+        residual = S - (k * counts).sum(axis=1, keepdims=True)
+        return lr * depth * np.power(np.maximum(k, 0.0), power) * residual * learn * counts
 
     out = np.empty((len(record), arms, paths, K.shape[2]))
     stop = record[-1]
@@ -48,7 +54,7 @@ def balanced_trajectories(S: np.ndarray, k0: np.ndarray, depth: int, lr: float, 
         if t == stop:
             break
         if paths > gated:
-            learn[:, gated, 0] = ~((starts <= t) & (t < ends))
+            learn[:, gated, :] = ~((starts <= t) & (t < ends))[:, None]
         for _ in range(substeps):
             a = rate(K)
             b = rate(K + 0.5 * h * a)

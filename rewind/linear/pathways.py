@@ -6,6 +6,10 @@ deficit gates pathway b: over [onset, onset + length) it gets no gradient while 
 counts. Measured: every pathway's per-mode singular values K_p,a = (U^T W_p V)_aa, beside the
 balanced solution of `dynamics.py`.
 
+Two variants of the authors' code: a feature lesion (`--lesion-mode`, their `gate_sing`: pathway a
+loses one mode for good, so pathway b can learn it without competition, Fig. 3) and an elementwise
+nonlinearity after every layer (`--nonlinearity tanh|relu`, their Fig. 11-12; no analytical curve).
+
 The sweep is one trunk per depth and seed, the deficit-free run, saving at every onset; each
 onset is a branch from that checkpoint with the deficit. Every arm of one depth (seeds, onsets)
 trains as one batched program, in float32: gradient descent leaves the analytical curve by its
@@ -31,7 +35,7 @@ from rewind.archive.atomic import write_text
 from rewind.archive.run import identity_hash, open_run
 from rewind.linear import dynamics, networks, sweep
 from rewind.linear.config import PathwaysConfig, PathwaysStudy, counts
-from rewind.linear.tasks import Modes, hierarchical_modes
+from rewind.linear.tasks import Modes, authors_modes, hierarchical_modes
 
 KIND = "linear-pathways"
 DTYPE = torch.float32
@@ -47,10 +51,44 @@ class Tables:
 
 def run(study: PathwaysStudy, out: str | Path) -> Tables:
     """Train the sweep into `out` (resuming what is there) and write its tables and figures."""
+    train(study, out)
+    result = tables(study, out)
+    write(result, study, out)
+    return result
+
+
+def tables(study: PathwaysStudy, out: str | Path) -> Tables:
+    """The sweep's tables from its archives in `out` (all complete: `train` first)."""
+    c = study.pathways
+    return _tables(c, Path(out), counts(c.depth, "depth"), counts(c.deficit_start, "deficit_start"),
+                   counts(c.seeds, "seeds"), modes_of(c))
+
+
+def modes_of(c: PathwaysConfig) -> Modes:
+    """The task's modes in the basis the init aligns with, K measured in: the authors' with their
+    MultipathwayNet init (`hidden_init` full), rewind's own otherwise."""
+    return authors_modes() if c.hidden_init == "full" else hierarchical_modes()
+
+
+def write(result: Tables, study: PathwaysStudy, out: str | Path) -> None:
+    """results.csv, summary.csv, curves.csv and (unless --no-figures) the two PNGs in `out`."""
+    c, out = study.pathways, Path(out)
+    write_text(out / "results.csv", result.results.to_csv(index=False))
+    write_text(out / "summary.csv", result.summary.to_csv(index=False))
+    write_text(out / "curves.csv", result.curves.to_csv(index=False))
+    if study.runtime.figures:
+        from rewind.linear import report
+
+        report.pathways_curves(result.curves, result.summary, c, out / "pathways_singular_values.png")
+        report.pathways_share(result.summary, out / "pathways_share.png")
+
+
+def train(study: PathwaysStudy, out: str | Path) -> None:
+    """Train every arm of the sweep that `out` does not hold complete (resuming from checkpoints)."""
     c, out = study.pathways, Path(out)
     dev = sweep.device(study.runtime.device)
     progress = sweep.Progress("linear pathways", study.runtime.progress)
-    modes = hierarchical_modes()
+    modes = modes_of(c)
     depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")
     onsets = counts(c.deficit_start, "deficit_start")
     with ExitStack() as stack:
@@ -69,25 +107,16 @@ def run(study: PathwaysStudy, out: str | Path) -> Tables:
 
         def batch_of(stretches: list[sweep.Stretch]) -> PathwaysBatch:
             return PathwaysBatch([s.weights for s in stretches], [s.info for s in stretches],
-                                 [s.length for s in stretches], modes, c.lr, c.pathways, dev)
+                                 [s.length for s in stretches], modes, c, dev)
 
         def window(b: sweep.Branch, start: int) -> tuple[int, int]:
             return b.point - start, b.point + c.deficit_length - start  # in the steps of the stretch
 
         sweep.train_trunks(trunks, sorted({*onsets, c.steps}), c.save_every, c.record_every,
-                           lambda depth, seed: initial_weights(c, depth, seed, modes), lambda depth, seed: None,
+                           lambda key: initial_weights(c, key[0], key[1], modes), lambda key: None,
                            batch_of, progress, stack)
-        sweep.train_branches(branches, KIND + "-gate", c.save_every, c.record_every, window, batch_of, progress, stack)
-    tables = _tables(c, out, depths, onsets, seed_list, modes)
-    write_text(out / "results.csv", tables.results.to_csv(index=False))
-    write_text(out / "summary.csv", tables.summary.to_csv(index=False))
-    write_text(out / "curves.csv", tables.curves.to_csv(index=False))
-    if study.runtime.figures:
-        from rewind.linear import report
-
-        report.pathways_curves(tables.curves, tables.summary, c, out / "pathways_singular_values.png")
-        report.pathways_share(tables.summary, out / "pathways_share.png")
-    return tables
+        sweep.train_branches(branches, KIND + "-gate", c.save_every, c.record_every, window, batch_of, progress,
+                             stack)
 
 
 def trunk_identity(c: PathwaysConfig, depth: int, seed: int) -> dict:
@@ -98,6 +127,9 @@ def trunk_identity(c: PathwaysConfig, depth: int, seed: int) -> dict:
         identity["init_noise"] = c.init_noise
         if c.init_draw != "modes":  # the former draw keeps its former identity: its archives still resume
             identity["init_draw"] = c.init_draw
+    for name, default in (("hidden_init", "modes"), ("nonlinearity", "none"), ("lesion_mode", 0)):
+        if getattr(c, name) != default:  # added later: the former settings keep their identity
+            identity[name] = getattr(c, name)
     return identity
 
 
@@ -116,16 +148,31 @@ def initial_k(c: PathwaysConfig, seed: int) -> torch.Tensor:
     does. "modes" draws only 8, one per mode, from rewind's own stream, so they start lower (seed 0:
     0.0095-0.0113 against 0.0114-0.0134) and the weak modes are learned later."""
     if c.init_draw == "width":
-        noise = torch.randn(c.width, generator=torch.Generator().manual_seed(seed)).double()
-    else:
-        noise = torch.randn(8, generator=seeding.generator(KIND, "k", seed), dtype=torch.float64)
+        return _authors_draw(c, seed)[0][:8]
+    noise = torch.randn(8, generator=seeding.generator(KIND, "k", seed), dtype=torch.float64)
     return torch.sort(c.init_scale * (1 + c.init_noise * noise), descending=True).values[:8]
+
+
+def _authors_draw(c: PathwaysConfig, seed: int, basis: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The authors' draws from torch's generator seeded with the seed, in their order: the `width` values
+    of k (float64, descending), then (`basis`) their unused width x 8 orthogonal matrix and the width x
+    width orthogonal basis R of `hidden_init` full (float64): their first arm's init, exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(c.width, generator=gen).double()
+    k = torch.sort(c.init_scale * (1 + c.init_noise * noise), descending=True).values
+    if not basis:
+        return k, None
+    torch.nn.init.orthogonal_(torch.empty(c.width, 8), generator=gen)
+    return k, torch.nn.init.orthogonal_(torch.empty(c.width, c.width), generator=gen).double()
 
 
 def initial_weights(c: PathwaysConfig, depth: int, seed: int, modes: Modes) -> dict[str, torch.Tensor]:
     """{"layer<l>": [P, out, in]}: every pathway alike (balanced), or each drawn apart (gaussian)."""
     gen = seeding.generator(KIND, "init", seed, depth)
-    if c.init == "balanced":
+    if c.init == "balanced" and c.hidden_init == "full":
+        k, R = _authors_draw(c, seed, basis=True)
+        per_path = [networks.balanced_shared_basis(modes.U, modes.V, k, depth, R)] * c.pathways
+    elif c.init == "balanced":
         layers = networks.balanced_aligned(modes.U, modes.V, initial_k(c, seed), depth, c.width, gen)
         per_path = [layers] * c.pathways
     else:
@@ -137,20 +184,26 @@ def initial_weights(c: PathwaysConfig, depth: int, seed: int, modes: Modes) -> d
 
 class PathwaysBatch:
     """Arms of one depth stacked: layer l is [arms * P, out, in]. Arm i stops at `lengths[i]` and has
-    pathway b gated over its window (steps counted from its start)."""
+    pathway b gated over its window (steps counted from its start); with a lesion, pathway a's output
+    and gradient lose that mode throughout (K is read from its own output, as the authors read it)."""
 
     def __init__(self, weights: list[dict[str, torch.Tensor]], windows: list[tuple[int, int] | None],
-                 lengths: list[int], modes: Modes, lr: float, pathways: int, dev: torch.device):
+                 lengths: list[int], modes: Modes, c: PathwaysConfig, dev: torch.device):
         depth = len(weights[0])
         self.chains = networks.Chains([torch.cat([w[f"layer{l}"] for w in weights]).to(dev, DTYPE)
-                                       for l in range(depth)])
-        self.arms, self.paths, self.lr = len(weights), pathways, lr
+                                       for l in range(depth)], c.nonlinearity)
+        self.arms, self.paths, self.lr = len(weights), c.pathways, c.lr
+        self.lesion = None
+        if c.lesion_mode:  # (I - v v^T) H (I - u u^T) on item x feature outputs H
+            m = c.lesion_mode - 1
+            self.lesion = tuple((torch.eye(n, dtype=torch.float64) - torch.outer(x[:, m], x[:, m])).to(dev, DTYPE)
+                                for n, x in ((8, modes.V), (15, modes.U)))
         self.target = modes.Y.T.contiguous().to(dev, DTYPE)  # item x feature, as the network's output
         self.U, self.V = modes.U.to(dev, DTYPE), modes.V.to(dev, DTYPE)
         self.windows, self.lengths, self.dev = windows, lengths, dev
         self.changes = {0, *lengths, *(t for w in windows if w for t in w)}
         self.learn: torch.Tensor | None = None
-        self.columns = ["loss"] + [f"k_{LETTERS[p]}_{m + 1}" for p in range(pathways) for m in range(8)]
+        self.columns = ["loss"] + [f"k_{LETTERS[p]}_{m + 1}" for p in range(c.pathways) for m in range(8)]
 
     def _learn_at(self, tau: int) -> torch.Tensor:
         learn = torch.ones(self.arms, self.paths, 1, 1, dtype=DTYPE)
@@ -161,17 +214,25 @@ class PathwaysBatch:
                 learn[i, 1] = 0.0
         return learn.to(self.dev)
 
+    def _lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """x [arms, P, 8, 15] with pathway a's part projected off the lesioned mode."""
+        if self.lesion is None:
+            return x
+        left, right = self.lesion
+        return torch.cat([(left @ x[:, :1] @ right), x[:, 1:]], 1)
+
     def step(self, tau: int) -> None:
         if tau in self.changes:
             self.learn = self._learn_at(tau)
         acts = self.chains.forward()
         out = acts[-1].view(self.arms, self.paths, 8, 15)
-        residual = out.sum(1, keepdim=True) - self.target
-        self.chains.descend(acts, (residual * self.learn).view(-1, 8, 15), self.lr)
+        residual = self._lesioned(out).sum(1, keepdim=True) - self.target
+        grad = residual * self.learn
+        self.chains.descend(acts, self._lesioned(grad).reshape(-1, 8, 15), self.lr)
 
     def record(self) -> torch.Tensor:
         out = self.chains.forward()[-1].view(self.arms, self.paths, 8, 15)
-        loss = 0.5 * (out.sum(1) - self.target).square().sum((1, 2))
+        loss = 0.5 * (self._lesioned(out).sum(1) - self.target).square().sum((1, 2))
         k = torch.einsum("jm,apij,im->apm", self.U, out, self.V)  # K = U^T W V with W = out^T
         return torch.cat([loss[:, None], k.reshape(self.arms, -1)], 1)
 
@@ -204,8 +265,12 @@ def _tables(c: PathwaysConfig, out: Path, depths: list[int], onsets: list[int], 
             finals.append(final.tensors)
         k0 = np.stack([_k0(c, seed) for seed, _ in arms])[:, None, :].repeat(c.pathways, 1)
         windows = [None if onset is None else (onset, onset + c.deficit_length) for _, onset in arms]
-        ode = dynamics.balanced_trajectories(S, k0, depth, c.lr, list(range(c.steps + 1)), windows)
-        measured = PathwaysBatch(finals, [None] * len(arms), [0] * len(arms), modes, c.lr, c.pathways,
+        if c.nonlinearity == "none":
+            ode = dynamics.balanced_trajectories(S, k0, depth, c.lr, list(range(c.steps + 1)), windows,
+                                                 lesion=c.lesion_mode - 1 if c.lesion_mode else None)
+        else:  # the balanced solution is that of a linear network
+            ode = np.full((c.steps + 1, *k0.shape), np.nan)
+        measured = PathwaysBatch(finals, [None] * len(arms), [0] * len(arms), modes, c,
                                  torch.device("cpu")).record().numpy()
         for a, ((seed, onset), rows) in enumerate(zip(arms, sim)):
             base = {"depth": depth, "deficit_start": onset,

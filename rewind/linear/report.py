@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -13,9 +14,11 @@ from rewind.analysis.plots import figure, save_png
 _NAMES = {3: ("early", "middle", "late")}
 
 
-def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path) -> None:
+def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path,
+                    notes: dict[int, str] | None = None) -> None:
     """Per-mode singular values of pathway a (solid) and the gated pathway b (dashed) over time, the
-    balanced solution in thin black; one row per depth, one column per deficit onset (first seed)."""
+    balanced solution in thin black; one row per depth, one column per deficit onset (first seed);
+    `notes`: a line added under the title of an onset's panels."""
     depths = sorted(curves.depth.unique())
     onsets = sorted(int(s) for s in curves.deficit_start.dropna().unique()) or [None]
     names = _NAMES.get(len(onsets), [""] * len(onsets))
@@ -39,7 +42,8 @@ def pathways_curves(curves: pd.DataFrame, summary: pd.DataFrame, c, path: Path) 
             if onset is not None:
                 ax.axvspan(onset, onset + c.deficit_length, color="gray", alpha=0.15)
             window = "" if onset is None else f", {name} deficit ({onset}-{onset + c.deficit_length})"
-            ax.set_title(f"D={depth}{window}", fontsize=9)
+            note = (notes or {}).get(onset)
+            ax.set_title(f"D={depth}{window}" + (f"\n{note}" if note else ""), fontsize=9)
             ax.set_xlabel("step")
             if col == 0:
                 ax.set_ylabel("path singular value $K_\\alpha$")
@@ -72,13 +76,19 @@ def completion_error(summary: pd.DataFrame, path: Path, relative: bool = False) 
     deviation, a band from the lowest seed to the highest. `relative`: the authors' quantity instead,
     error(T_c = 0) - error(T_c), mean and standard deviation (their plotting script draws one seed's)."""
     fig = figure()
-    ax = fig.subplots()
+    error_axes(fig.subplots(), summary, relative)
+    save_png(fig, path)
+
+
+def error_axes(ax, summary: pd.DataFrame, relative: bool = False, lines: str = "depth",
+               label: Callable[[Any], str] = lambda v: f"D={v}") -> None:
+    """`completion_error`'s plot on `ax`, one curve per value of the column `lines`."""
     seeds = int(summary.seeds.max())
     band = seeds > 1 and not relative
     column = "relative_error" if relative else "task2_error"
-    for depth, rows in summary.groupby("depth"):
+    for value, rows in summary.groupby(lines):
         line = ax.errorbar(rows.pretrain_steps, rows[column], yerr=rows[f"{column}_std"].fillna(0), marker="o",
-                           markersize=3, capsize=3, label=f"D={depth}")
+                           markersize=3, capsize=3, label=label(value))
         if band:
             ax.fill_between(rows.pretrain_steps, rows.task2_error_min, rows.task2_error_max,
                             color=line[0].get_color(), alpha=0.15, lw=0)
@@ -93,7 +103,6 @@ def completion_error(summary: pd.DataFrame, path: Path, relative: bool = False) 
     ax.set_title(over if seeds > 1 else "one seed", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    save_png(fig, path)
 
 
 def completion_singular_values(curves: pd.DataFrame, path: Path, panels: int = 4) -> None:

@@ -11,7 +11,12 @@ resumes from its latest checkpoint and ends with the same files as one never sto
 
 Training is one tensor program per group: every stretch of one depth (all seeds, all branches)
 shares the step counter of a `Batch` the study builds (its layers stacked along the batch axis);
-records are kept on the device and copied to the host only when a checkpoint is written.
+records are kept on the device and copied to the host only when a checkpoint is written. A study
+may cut a group into batches of at most `max_bytes` of weights (times three: activations and
+gradients) each, trained one after another: matrix completion on a CPU does (`CPU_BATCH_BYTES`: 8
+depth-3 arms, 13 depth-2), where a step of 17 depth-3 arms took 6% longer per arm than one of 8, and
+of 26 depth-2 arms 16% longer than 13, and past the caches (27 arms) up to 1.5x (README,
+Performance). Every arm is computed alike in a batch of any size, so this changes no result.
 """
 
 from __future__ import annotations
@@ -73,6 +78,23 @@ class Stretch:
         every = self.record_every
         steps = set(range(-(-self.start // every) * every, self.end + 1, every)) | {self.start, self.end}
         return {s for s in steps | self.saves if s > self.logged}
+
+
+CPU_BATCH_BYTES = 3 * 2 ** 20
+
+
+def batches(stretches: list[Stretch], max_bytes: int) -> list[list[Stretch]]:
+    """`stretches` cut into batches of at most `max_bytes` (0: one batch), trained one after another."""
+    if not max_bytes or not stretches:
+        return [stretches]
+    per_arm = 3 * sum(w.numel() * w.element_size() for w in stretches[0].weights.values())
+    size = max(1, max_bytes // max(per_arm, 1))
+    return [stretches[i:i + size] for i in range(0, len(stretches), size)]
+
+
+def train_all(stretches: list[Stretch], batch_of: Callable[[list[Stretch]], Batch], max_bytes: int) -> None:
+    for part in batches(stretches, max_bytes):
+        train(part, batch_of(part))
 
 
 def train(stretches: list[Stretch], batch: Batch) -> None:
@@ -167,8 +189,9 @@ def threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def archive_name(depth: int, seed: int) -> str:
-    return f"depth{depth}-seed{seed}"
+def archive_name(depth: int, seed: int, variant: str = "") -> str:
+    """`depth<D>-seed<S>`, with a variant's own tag between (`depth3-rank2-seed0`)."""
+    return f"depth{depth}{variant}-seed{seed}"
 
 
 def branch_dir(trunk_root: Path, kind: str, point: int, identity: dict) -> Path:
@@ -188,13 +211,15 @@ class Progress:
             print(f"{self.study}: {what} ({time.perf_counter() - began:.1f} s)", file=sys.stderr, flush=True)
 
 
-def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_every: int, record_every: int,
-                 initial: Callable[[int, int], dict[str, torch.Tensor]], info: Callable[[int, int], Any],
-                 batch_of: Callable[[list[Stretch]], Batch], progress: Progress, stack: ExitStack) -> None:
-    """Give every trunk {(depth, seed): open run} a checkpoint at each of `points`, training what is
+def train_trunks(trunks: dict[tuple, Run], points: list[int], save_every: int, record_every: int,
+                 initial: Callable[[tuple], dict[str, torch.Tensor]], info: Callable[[tuple], Any],
+                 batch_of: Callable[[list[Stretch]], Batch], progress: Progress, stack: ExitStack,
+                 max_bytes: int = 0) -> None:
+    """Give every trunk {(depth, seed, ...): open run} a checkpoint at each of `points`, training what is
     missing; the trunks of one depth whose stretches coincide train together."""
     legs = []
-    for (depth, seed), trunk in trunks.items():
+    for key, trunk in trunks.items():
+        depth, seed = key[0], key[1]
         stage = trunk.stage("trunk")
         held = stage.steps()
         plan = trunk_legs(held, points, save_every)
@@ -204,13 +229,13 @@ def train_trunks(trunks: dict[tuple[int, int], Run], points: list[int], save_eve
         logged = max(held, default=-1)
         log = stack.enter_context(closing(stage.metrics_log(stage.load(logged) if held else None)))
         for n, (start, saves) in enumerate(plan):
-            weights = stage.load(start).tensors if start in held else initial(depth, seed)
+            weights = stage.load(start).tensors if start in held else initial(key)
             legs.append((depth, n, Stretch(stage, log, weights, start, saves[-1], set(saves), record_every, logged,
-                                           info(depth, seed), {"depth": depth, "seed": seed})))
+                                           info(key), {"depth": depth, "seed": seed})))
     for (depth, _, start, end), group_ in sorted(group(legs, lambda g: (g[0], g[1], g[2].start, g[2].end)).items()):
         stretches = [leg[2] for leg in group_]
         progress(f"depth {depth}: {len(stretches)} trunk(s), steps {start}-{end}",
-                 lambda: train(stretches, batch_of(stretches)))
+                 lambda: train_all(stretches, batch_of, max_bytes))
     for trunk in trunks.values():
         held = trunk.stage("trunk").steps()
         if trunk.status != "complete" or trunk.manifest.data.get("total_iterations") != held[-1]:
@@ -229,6 +254,7 @@ class Branch:
     end: int
     identity: dict[str, Any]
     config: dict[str, Any]
+    key: tuple = ()  # the trunk's key (depth, seed, ...)
 
     @property
     def path(self) -> Path:
@@ -237,7 +263,7 @@ class Branch:
 
 def train_branches(branches: list[Branch], run_kind: str, save_every: int, record_every: int,
                    info: Callable[[Branch, int], Any], batch_of: Callable[[list[Stretch]], Batch],
-                   progress: Progress, stack: ExitStack) -> None:
+                   progress: Progress, stack: ExitStack, max_bytes: int = 0) -> None:
     """Train every unfinished branch, from its own latest checkpoint or the trunk's at its point; all
     those of one depth together. A finished branch is not opened (its files stay as they are)."""
     todo = []
@@ -256,7 +282,7 @@ def train_branches(branches: list[Branch], run_kind: str, save_every: int, recor
                                      {"depth": b.depth, "seed": b.seed, "point": b.point})))
     for depth, group_ in sorted(group(todo, lambda t: t[0].depth).items()):
         stretches = [t[2] for t in group_]
-        progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train(stretches, batch_of(stretches)))
+        progress(f"depth {depth}: {len(stretches)} branch(es)", lambda: train_all(stretches, batch_of, max_bytes))
         for _, run, _ in group_:
             run.complete()
 

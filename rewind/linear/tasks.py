@@ -47,6 +47,16 @@ def hierarchical_modes() -> Modes:
     return Modes(Y, U.contiguous(), S, Vh.T.contiguous())
 
 
+def authors_modes() -> Modes:
+    """The same task with the modes' vectors as the authors' code computes them (`multipath/utils.py`:
+    torch.svd of the 15 x 8 input-output correlation in float32), in float64. The degenerate modes
+    (sqrt 3 twice, 1 four times) have other vectors than `hierarchical_modes`' within their subspaces:
+    a linear network aligned with either learns the same K, a nonlinear one does not."""
+    modes = hierarchical_modes()
+    U, _, V = torch.svd(modes.Y.float() / 8, some=False)
+    return Modes(modes.Y, U[:, :8].double().contiguous(), modes.S, V.double().contiguous())
+
+
 def low_rank_target(n: int, rank: int, generator: torch.Generator) -> torch.Tensor:
     """M = A B^T / sqrt(rank), rescaled to ||M||_F = n (float64)."""
     a = torch.randn(n, rank, generator=generator, dtype=torch.float64)

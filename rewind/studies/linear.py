@@ -1,11 +1,16 @@
 """A deep-linear sweep as a plan for the launcher: one job, the whole sweep (its networks are
-small and train batched in one process), complete once it has finished under these settings."""
+small and train batched in one process), complete once it has finished under these settings.
+
+`execute` trains the sweep's arms; `summarize` reads its tables from the archives and, unless the
+plan says otherwise (`rewind reproduce` keeps several sweeps in one folder and draws its own
+figures), writes them and the study's figures into the study folder."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from rewind import launch
 from rewind.linear import config as linear_config
@@ -13,7 +18,8 @@ from rewind.linear import config as linear_config
 SWEEPS = {"pathways": linear_config.PathwaysStudy, "completion": linear_config.CompletionStudy}
 
 
-def plan(kind: str, study, out: str | Path) -> launch.Plan:
+def plan(kind: str, study, out: str | Path, write: bool = True) -> launch.Plan:
+    """The sweep as one job; `write`: summarize writes the tables and figures into `out`."""
     if kind == "completion":
         study.completion.check_sweep()
     settings = study.to_dict()[kind]
@@ -21,7 +27,7 @@ def plan(kind: str, study, out: str | Path) -> launch.Plan:
     job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
                      {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"),
                      expect=_trunks(kind, study, out))
-    return launch.Plan("rewind.studies.linear", str(out), study.to_dict(), (job,), {"kind": kind})
+    return launch.Plan("rewind.studies.linear", str(out), study.to_dict(), (job,), {"kind": kind, "write": write})
 
 
 def _trunks(kind: str, study, out: str | Path) -> tuple:
@@ -37,17 +43,37 @@ def _trunks(kind: str, study, out: str | Path) -> tuple:
 
 
 def _brief(settings: dict) -> str:
-    return ", ".join(f"{k} {settings[k]}" for k in ("depth", "seeds", "deficit_start", "pretrain_steps")
-                     if k in settings)
+    """The sweep's lists, and its settings that differ from the defaults."""
+    always = ("depth", "seeds", "deficit_start", "pretrain_steps")
+    defaults = dict(SWEEPS["pathways" if "deficit_start" in settings else "completion"]().to_dict())
+    defaults = next(v for k, v in defaults.items() if k in ("pathways", "completion"))
+    return ", ".join(f"{k} {v}" for k, v in settings.items()
+                     if k in always or (k not in ("record_every", "save_every", "relative") and v != defaults.get(k)))
+
+
+def _module(kind: str):
+    from rewind.linear import completion, pathways
+
+    return pathways if kind == "pathways" else completion
+
+
+def _study_of(plan: launch.Plan):
+    return SWEEPS[plan.summary.get("kind") or plan.jobs[0].args["kind"]].from_sections(plan.config)
 
 
 def execute(plan: launch.Plan, job: launch.Job) -> None:
-    from rewind.linear import completion, pathways
-
-    kind = job.args["kind"]
-    study = SWEEPS[kind].from_sections(plan.config)
-    (pathways if kind == "pathways" else completion).run(study, plan.out)
+    """Train every arm of the sweep the archives do not hold complete."""
+    _module(job.args["kind"]).train(_study_of(plan), plan.out)
 
 
-def summarize(plan: launch.Plan) -> None:
-    """The sweep's job writes its tables and figures itself."""
+def summarize(plan: launch.Plan) -> Any:
+    """The sweep's tables, read from its archives (written with its figures unless the plan says not)."""
+    from rewind.linear import sweep
+
+    kind = plan.summary.get("kind") or plan.jobs[0].args["kind"]
+    study, module = _study_of(plan), _module(kind)
+    with sweep.threads(study.runtime.threads):
+        tables = module.tables(study, plan.out)
+    if plan.summary.get("write", True):
+        module.write(tables, study, plan.out)
+    return tables

@@ -4,14 +4,13 @@ registers it."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from rewind import config as cfg
 from rewind import steps
 from rewind.errors import UserError
-from rewind.settings import _f
+from rewind.settings import _f, numbers
 
 STUDIES = ("arms", "length", "reset", "shrink", "lr", "size", "transition", "stages")
 
@@ -112,28 +111,6 @@ class WarmConfig:
         `--optimizer`) and the second phase's, for `config`'s one rule on optimizer settings."""
         kinds = {entry[0] for entry in optimizer_list(self.optimizers)} or {config.train.optimizer}
         return kinds | ({self.second_optimizer} if self.second_optimizer != "same" else set())
-
-
-def numbers(text: str, what: str, kind: type = float, at_least: float = 0.0, strict: bool = False) -> list:
-    """'0.3,0.6,1.0' -> [0.3, 0.6, 1.0] (ints for kind=int), each a finite number at least `at_least`
-    (above it if `strict`), none twice; '' gives []."""
-    out = []
-    for part in (p.strip() for p in str(text).split(",")):
-        if not part:
-            continue
-        try:
-            value = kind(part)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < at_least or (strict and value == at_least):
-            unit = "whole numbers" if kind is int else "numbers"
-            raise UserError(f"{what} must be comma-separated {unit} {'>' if strict else '>='} {at_least:g}, e.g. "
-                            f"'{'1,2' if kind is int else '0.3,0.6'}'; got {text!r}"
-                            + (f" ({cfg.flag(what)})" if what in cfg.all_fields() else ""))
-        if value in out:
-            raise UserError(f"{cfg.option(what)} lists {part} twice ({text!r}): each value is one run; give it once")
-        out.append(value)
-    return out
 
 
 def optimizer_list(text: str) -> list[tuple[str, float | None, float | None]]:
