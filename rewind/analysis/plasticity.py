@@ -13,7 +13,7 @@ stopping by fit also `stopped_at`, `reached_fit` (second phase) and `first_stopp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,13 @@ def _err(df: pd.DataFrame):
     return 100 * df[f"{Y}_std"].fillna(0) if f"{Y}_std" in df else None
 
 
+def _lines_by(ax, rows: pd.DataFrame, by: str, x: str, label: Callable[[Any], str]) -> None:
+    """One line of accuracy (with its spread) against `x` per value of `by`."""
+    for value, group in rows.groupby(by):
+        group = group.sort_values(x)
+        ax.errorbar(group[x], 100 * group[Y], yerr=_err(group), marker="o", capsize=3, label=label(value))
+
+
 def _scratch_line(ax, df: pd.DataFrame, label: str = "scratch") -> None:
     for _, row in df[df.arm == "scratch"].iterrows():
         ax.axhline(100 * row[Y], color="k", linestyle="--", linewidth=1, label=label)
@@ -193,10 +200,7 @@ def _plot_shrink(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     """Ash & Adams Fig. 5-style: accuracy against lambda, one line per sigma."""
     fig = figure()
     ax = fig.subplots()
-    sp = df[df.arm == "shrink-perturb"]
-    for sigma, group in sp.groupby("sigma"):
-        group = group.sort_values("lam")
-        ax.errorbar(group.lam, 100 * group[Y], yerr=_err(group), marker="o", capsize=3, label=f"sigma = {sigma:g}")
+    _lines_by(ax, df[df.arm == "shrink-perturb"], "sigma", "lam", lambda sigma: f"sigma = {sigma:g}")
     warm = df[df.arm == "warm"]
     if len(warm):
         ax.plot([1.0], 100 * warm[Y].iloc[:1], "k*", markersize=10, label="warm start")
@@ -253,9 +257,7 @@ def _plot_stages(path: Path, df: pd.DataFrame, about: dict[str, Any]) -> None:
     fig = figure()
     ax = fig.subplots()
     arms = df[df.arm == "stages"]
-    for r, group in arms.groupby("stage_ratio"):
-        group = group.sort_values("stages")
-        ax.errorbar(group.stages, 100 * group[Y], yerr=_err(group), marker="o", capsize=3, label=f"r = {r:g}")
+    _lines_by(ax, arms, "stage_ratio", "stages", lambda r: f"r = {r:g}")
     _scratch_line(ax, df)
     ax.set_xticks(sorted(arms.stages.unique().tolist()))
     _finish(ax, fig, path, "stages before the final one on all data", _title(about, "stages"))
