@@ -28,6 +28,8 @@ from rewind.settings import Settings, flag_of
 from rewind.studies.plasticity_settings import settle_recipe
 
 _TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING}
+# The unit of every step setting (`rewind.steps`).
+STEP_UNIT = "Unit: iterations '500it' or epochs '2ep' (a bare number: iterations)."
 
 
 TRUNK_SECTIONS = ("data", "model", "train", "pretrain", "runtime", "launch")
@@ -37,7 +39,7 @@ IMP_SECTIONS = ("data", "model", "train", "pretrain", "imp", "study", "runtime",
 def dry_run_option(fn: Callable) -> Callable:
     return click.option("--dry-run", is_flag=True, default=False,
                         help="print the runs this command would train or reuse (with their lengths and what the "
-                             "archive already holds) and exit without writing anything")(fn)
+                             "archive already holds) and exit without writing anything  [default: off]")(fn)
 
 
 def launched(launch_config: LaunchConfig, make_plan: Callable[[], Any], dry_run: bool) -> bool:
@@ -72,7 +74,8 @@ def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool, ki
             continue
         flag = flag_of(f)
         default = "see above" if f.default is None else repr(f.default)
-        help_text = f"{f.metadata['help']}  [default: {default}] [{section}.{name}]"
+        unit = f". {STEP_UNIT}" if f.metadata.get("step") else ""
+        help_text = f"{f.metadata['help']}{unit}  [default: {default}] [{section}.{name}]"
         if f.type == "bool":
             fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(fn)
         else:
@@ -81,7 +84,7 @@ def _config_options(fn: Callable, sections: tuple[str, ...], with_file: bool, ki
     if not with_file:
         return fn
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        help="TOML config (see configs/); any option given here overrides it")(fn)
+                        help="TOML config (see configs/); any option given here overrides it  [default: none]")(fn)
 
 
 def given(options: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +130,14 @@ def train(config_file: str | None, out: str, dry_run: bool, **options: Any) -> N
 @cli.command()
 @config_options(IMP_SECTIONS)
 @dry_run_option
-@click.option("--out", type=click.Path(file_okay=False), help="train a trunk into this archive first, e.g. runs/NAME")
-@click.option("--from", "from_", type=click.Path(file_okay=False), help="reuse this trunk archive (never retrained)")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="train a trunk into this archive first, e.g. runs/NAME (or give --from)  [default: none]")
+@click.option("--from", "from_", type=click.Path(file_okay=False),
+              help="reuse this trunk archive (never retrained) with its own settings: a training setting given "
+                   "(command line or --config: --lr, --precision, ...) that trains differently from the trunk is "
+                   "refused (steps compare as iterations); --eval-every, --log-every, --save-every, --save-at and the "
+                   "statistics options apply to the branches, and --data may name the trunk's dataset at another "
+                   "path  [default: none]")
 def imp(config_file: str | None, out: str | None, from_: str | None, dry_run: bool, **options: Any) -> None:
     """Iterative magnitude pruning with rewinding; branches live under the trunk's archive.
 
@@ -230,16 +239,19 @@ def stats(run: str, dry_run: bool, **options: Any) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--at", required=True, help="rewind iterations k, comma-separated, e.g. '0,100,500,2ep'")
+@click.option("--at", required=True, help=f"rewind iterations k, comma-separated, e.g. '0,100,500,2ep'. {STEP_UNIT}")
 @click.option("--points", default=30, show_default=True, type=click.IntRange(min=2),
               help="evenly spaced points on the linear path, endpoints included (30 in Frankle et al. 2020)")
 @click.option("--noise", type=click.Choice(("order-and-augmentation", "order-only")),
               default="order-and-augmentation", show_default=True,
               help="SGD noise between the two children: their own data order and augmentation seeds (Frankle "
-                   "et al. 2020), or their own data order only (the trunk's augmentation)")
+                   "et al. 2020), or their own data order only (the trunk's augmentation); the children take order "
+                   "seeds 1 and 2 (with order-and-augmentation, augmentation seeds 1 and 2 too)")
 @click.option("--bn", type=click.Choice(("recompute", "interpolate")), default="recompute", show_default=True,
-              help="BatchNorm at each point: running statistics recomputed for the interpolated weights on "
-                   "fixed training batches, or interpolated with the weights")
+              help="BatchNorm at each point: recompute: running statistics recomputed for the interpolated weights "
+                   "on the trunk's first 40 training batches, the same at every point (rewind's choice: "
+                   "interpolated statistics do not describe the interpolated network); interpolate: interpolated "
+                   "with the weights")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
               help="train up to this many children together on one device (replica trainer); those of "
                    "later k join as the others reach k")
@@ -338,9 +350,11 @@ def _outputs(out: str, figures: bool, pngs: str) -> None:
 @config_options(tuple(reproduce_config.ReproduceStudy.SECTIONS), with_file=False, kind=reproduce_config.ReproduceStudy,
                 leave_out=("figures",))
 @dry_run_option
-@click.option("--list", "list_", is_flag=True, default=False, help="name the papers and figures there are, and exit")
+@click.option("--list", "list_", is_flag=True, default=False,
+              help="name the papers and figures there are, and exit  [default: off]")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="folder for the figures (PNG, CSV), README.md and the runs they need (runs/), e.g. runs/paper")
+              help="folder for the figures (PNG, CSV), README.md and the runs they need (runs/), e.g. runs/paper; "
+                   "needed except with --list  [default: none]")
 def reproduce(paper: str | None, figures: tuple[str, ...], dry_run: bool, list_: bool, out: str | None,
               **options: Any) -> None:
     """A paper's figures, one command: the runs they need (ordinary deep-linear sweeps: archives, resume,

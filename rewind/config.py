@@ -44,8 +44,8 @@ class DataConfig:
         flag="--data",
     )
     augment: bool = _f(True, "the dataset's default augmentation: random crop (zero padding 4) and horizontal flip "
-                             "for CIFAR and image folders, the crop without flip for SVHN, none for MNIST; "
-                             "false = none")
+                             "for CIFAR and image folders, the crop without flip for SVHN, none for MNIST, the "
+                             "crop window and flip drawn per example and epoch from --aug-seed; --no-augment: none")
     train_examples: int = _f(0, "train on a fixed seeded subset of this many examples (0 = all; synthetic: 5000)",
                              valid="count0")
     test_examples: int = _f(0, "evaluate on a fixed seeded subset of this many test examples (0 = all; "
@@ -84,7 +84,8 @@ class TrainConfig:
     batch_size: int = _f(128, "examples per iteration", valid="count1")
     optimizer: str = _f("sgd", "sgd, adam, adamw (decoupled weight decay) or rmsprop", choices=OPTIMIZERS)
     lr: float = _f(0.1, "peak learning rate", valid="positive")
-    momentum: float | None = _f(None, "sgd and rmsprop momentum (default: 0.9 for sgd, the recipe's; 0 for rmsprop)",
+    momentum: float | None = _f(None, "sgd and rmsprop momentum (default: 0 for rmsprop; for sgd 0.9, the IMP "
+                                      "recipe's, but in warm-start studies momentum 0, as both papers' code)",
                                 valid="unit")
     nesterov: bool = _f(False, "sgd: Nesterov momentum")
     betas: str = _f("", "adam and adamw: 'beta1,beta2' (default: 0.9,0.999)")
@@ -97,31 +98,40 @@ class TrainConfig:
                         choices=("fp32", "bf16"))
     weight_decay: float = _f(1e-4, "weight decay on all parameters (L2 in the gradient; adamw: decoupled)",
                              valid="nonnegative")
-    lr_milestones: str = _f("80ep,120ep", "steps at which the learning rate is multiplied by lr_gamma", step="list")
+    lr_milestones: str = _f("80ep,120ep", "schedule steps at which the learning rate is multiplied by lr_gamma ('': "
+                                          "constant); after a pre-training with --pretrain-schedule offset, main-run "
+                                          "iteration t is schedule step P + t (P its length)", step="list")
     lr_gamma: float = _f(0.1, "learning-rate factor at each milestone", valid="positive")
     lr_epoch_decay: float = _f(1.0, "multiply the learning rate by this every epoch, counted from epoch 0 "
                                     "(0.97 in Achille et al.)", valid="positive")
-    warmup: str = _f("0it", "linear learning-rate warmup length", step="one")
+    warmup: str = _f("0it", "linear learning-rate warmup length, in schedule steps (as --lr-milestones)", step="one")
     until_train_acc: float = _f(0.0, "stop at the end of the first pass over the run's training data (an epoch) "
-                                     "whose training accuracy, over that pass, is at or above this, --steps being "
-                                     "the cap (Ash & Adams's code: 0.99); 0 = train the whole length",
+                                     "whose plain accuracy over its batches (metrics.csv split 'fit') is at or above "
+                                     "this, --steps the cap (Ash & Adams's code: 0.99; 0 = the whole length). Such "
+                                     "runs train one at a time (warm-start does so; the others refuse --parallel)",
                                 valid="proportion")
     model_seed: int = _f(0, "seed of the initial weights", valid="count0")
     order_seed: int = _f(0, "seed of the data order", valid="count0")
     aug_seed: int = _f(0, "seed of the data augmentation", valid="count0")
     eval_every: str = _f("1ep", "evaluate on the test set every this many steps (and at 0 and the end)", step="one")
     log_every: str = _f("100it", "log training loss and accuracy every this many steps", step="one")
-    save_every: str = _f("10ep", "after the dense early checkpoints, save every this many steps", step="one")
-    save_at: str = _f("", "extra checkpoint steps, comma-separated, e.g. '500,1200it,3ep'", step="list")
+    save_every: str = _f("10ep", "save every this many steps, besides the dense early checkpoints (iterations 0 to "
+                                 "4000) and the end; 0: those only. imp: a level saves at its start k, every "
+                                 "save_every on the trunk's grid (so the branches of a sweep resume together) and "
+                                 "at its end", step="one")
+    save_at: str = _f("", "extra checkpoint steps, comma-separated, e.g. '500,1200it,3ep': main-run iterations "
+                          "(after a pre-training, counted from the main run's start)", step="list")
     stats_every: str = _f("50it", "log early-phase statistics (early/) every this many steps, up to stats_until "
                                   "(and at the dense checkpoint steps); 0 turns them off", step="one")
     stats_until: str = _f("4000it", "last step of the online early-phase statistics", step="one")
-    fisher_every: str = _f("0it", "log the Fisher information trace (fisher/) every this many steps; 0 = never",
-                           step="one")
+    fisher_every: str = _f("0it", "log the Fisher information trace (fisher/) every this many steps, its labels "
+                                   "sampled from the model's own output (Achille et al.); 0 = never", step="one")
     fisher_examples: int = _f(256, "examples used for each Fisher trace estimate", valid="count1")
-    deficit: str = _f("", "deficits over iteration windows, comma-separated KIND[(NAME=VALUE)]:START-END, e.g. "
-                          "'blur:0ep-40ep,no-weight-decay:0ep-20ep'; kinds: blur, label-permutation, random-labels, "
-                          "vertical-flip, noise, no-augmentation, no-weight-decay, subset")
+    deficit: str = _f("", "deficits over windows of main-run iterations, comma-separated KIND[(NAME=VALUE)]:START-END, "
+                          "e.g. 'blur:0ep-40ep,no-weight-decay:0ep-20ep' (critical-period: one KIND[(NAME=VALUE)] "
+                          "without a window: the sweep sets the windows); kinds: blur (size: the side in pixels it is "
+                          "downsampled to, 8), label-permutation, random-labels, vertical-flip, noise, "
+                          "no-augmentation, no-weight-decay, subset (fraction, 0.5)")
 
 
 # Each pre-training mode's defaults: what `--pretrain MODE` uses for the settings not given.
@@ -147,7 +157,8 @@ class PretrainConfig:
                        choices=("none", "blur", "random-labels", "rotation", "subset"))
     pretrain_steps: str = _f("", "length of the pre-training phase, e.g. '10ep', in epochs of the pre-training "
                                  "data (a subset's epochs are shorter), as in OpenLTH; empty: the mode's default "
-                                 "(40ep for each mode, Frankle et al. 2020's longest)", step="one")
+                                 "(40ep for each mode, Frankle et al. 2020's longest); '0it' with a mode is refused "
+                                 "(use --pretrain none)", step="one")
     pretrain_schedule: str = _f("offset", "offset: the pre-training's P iterations take the place of the schedule's "
                                           "first P steps, so the main run continues it from step P (learning rate, "
                                           "data order, augmentation) and ends where it ends, as OpenLTH's "
@@ -159,7 +170,8 @@ class PretrainConfig:
                                          "adamw or rmsprop (with the main run's betas, eps, ... settings)",
                                  choices=("same", *OPTIMIZERS))
     pretrain_blur_size: int = _f(PRETRAIN_DEFAULTS["blur"]["pretrain_blur_size"],
-                                 "blur: downsample to this size, then upsample back", valid="count1")
+                                 "blur: antialiased downsampling to this size (pixels), then bilinear upsampling "
+                                 "back", valid="count1")
     pretrain_subset: float = _f(PRETRAIN_DEFAULTS["subset"]["pretrain_subset"],
                                 "subset: fraction of the training set used", valid="fraction")
     pretrain_seed: int = _f(0, "seed of the random labels, rotations or subset (the data order derives from "
@@ -186,7 +198,6 @@ class PretrainConfig:
                 f"schedule {self.pretrain_schedule}")
 
 
-
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: str = _f("auto", "where to train: auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
@@ -197,7 +208,6 @@ class RuntimeConfig:
                               "costs half a minute of compilation and gains under 5%); graphs = also capture CUDA "
                               "graphs (torch.compile mode reduce-overhead: fewer kernel launches)",
                       choices=("auto", "on", "graphs", "off"))
-
 
 
 class Config(Settings):

@@ -18,7 +18,9 @@ _OLD_DIRECTIONS = {"remove": "deficit-then-normal", "add": "normal-then-deficit"
 @dataclass(frozen=True)
 class CriticalConfig:
     switch_at: str = _f("0,20,40,60,80ep", "critical period: the points t swept, where each arm switches: the "
-                                           "deficit ends at t (deficit-then-normal) or begins at t (normal-then-deficit)")
+                                           "deficit ends at t (deficit-then-normal) or begins at t "
+                                           "(normal-then-deficit); a bare number takes the unit written last: "
+                                           "'0,20,40ep' is epochs 0, 20 and 40")
     direction: str = _f("deficit-then-normal", "critical period: what the network receives, in order: the deficit "
                                                "until t, then normal training (Achille et al.), or normal training, "
                                                "then the deficit from t. For no-weight-decay and no-augmentation the "
@@ -30,7 +32,8 @@ class CriticalConfig:
                               "same total (Golatkar et al.), e.g. '160ep'; empty: --after", step="one")
     window: str = _f("", "critical period: deficit window length; with it, --starts are swept instead of --switch-at",
                      step="one")
-    starts: str = _f("0,20,40,60,80ep", "critical period: window start points (with --window)")
+    starts: str = _f("0,20,40,60,80ep", "critical period: window start points (with --window); a bare number takes "
+                                        "the unit written last: '0,20,40ep' is epochs 0, 20 and 40")
 
     def check(self, config: cfg.Config) -> None:
         for name in ("switch_at", "starts"):

@@ -25,7 +25,11 @@ class ImpConfig:
                                                  "moments; zero at pruned weights) instead of a fresh optimizer")
     control: str = _f("none", "control with the same masks: random-reinit or random-prune (same per-layer density)",
                       choices=("none", "random-reinit", "random-prune"))
-    perturb: str = _f("none", "perturb the rewind-point weights under the plain branch's masks",
+    perturb: str = _f("none", "perturb the rewind-point weights under the plain branch's masks (kept weights only; "
+                              "std: the layer's init std): sign-keep: each sign kept, magnitudes redrawn from the "
+                              "init distribution; shuffle: kept weights permuted within the layer; "
+                              "shuffle-keep-signs: magnitudes permuted, each position keeps its sign; noise: "
+                              "w + N(0, (perturb_scale * std)^2); reinit: fresh draws N(0, std^2)",
                       choices=("none", "sign-keep", "shuffle", "shuffle-keep-signs", "noise", "reinit"))
     perturb_scale: float = _f(1.0, "noise perturbation: standard deviation in units of each layer's init std",
                               valid="nonnegative")

@@ -56,8 +56,10 @@ class WarmConfig:
                                                       "(N the run's steps, --second-steps), else from the subset; p "
                                                       "ends at 1 - gamma^50 (0.995, 0.78, 0.39, 0.05)")
     stages: str = _f("1,2,4", "stages study: the numbers of stages n swept; stage i trains --steps in epochs of its "
-                              "own data D_i (so stage lengths are proportional to |D_i|, Berariu A.3), then "
-                              "--second-steps on all of it")
+                              "own data D_i (so stage lengths are proportional to |D_i|, Berariu A.3; --steps in "
+                              "iterations gives every stage the same length), then --second-steps on all of it. n "
+                              "stages need n + 1 class groups: at most one fewer than the dataset has classes. The "
+                              "optimizer state is reset at each stage unless --optimizer-state carry")
     stage_ratio: str = _f("0,0.5", "stages study: the ratios r swept: the share of the data drawn uniformly over "
                                    "all classes, spread over the stages; the rest arrives class group by group")
     stage_shrink: bool = _f(False, "stages study: shrink-perturb (the first --shrink and --perturb-sigma) at the "

@@ -23,7 +23,10 @@ class StudyConfig:
 
     replicates: int = _f(1, "independent runs with the model, order and augmentation seeds shifted by 0..R-1; results "
                             "report mean and spread", valid="count1")
-    parallel: int = _f(1, "train up to this many runs together on one device (replica trainer)", valid="count1")
+    parallel: int = _f(1, "train up to this many runs together on one device (replica trainer): imp: branches of "
+                          "one level (or replicate trunks); critical-period: continuations; warm-start: arms of one "
+                          "first phase (runs that stop by fit, and stages that reset the optimizer state or "
+                          "shrink-perturb, train one at a time)", valid="count1")
 
 
 register(Config, "imp", ImpConfig, after="pretrain")
