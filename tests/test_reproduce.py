@@ -185,3 +185,16 @@ def test_figures_are_redrawn_when_only_how_they_are_drawn_changes(smoke):
         return run.plan("kleinman2024", ["fig3"], rconfig.load(options), smoke)
 
     assert not run.stale(plan()) and run.stale(plan(reference=True)) and run.stale(plan(seeds="0,1")) is False
+
+
+def test_a_reproduce_plan_is_read_back_as_every_job_reads_it(tmp_path):
+    """An executor's job reads the plan file back by its hash: a `rewind reproduce` plan (which names
+    `rewind.reproduce.run`, not a study) must pass the launch folder's reader unchanged."""
+    from rewind.launch import files
+    from rewind.reproduce import config as rconfig
+    from rewind.reproduce import run
+
+    plan = run.plan("kleinman2024", ["fig3", "completion-rank"], rconfig.load({}), tmp_path / "k24")
+    path = plan.save()
+    assert files.read_plan(path) == plan and path.name == f"plan-{plan.key()}.json"
+    assert [j.name for j in plan.jobs] == ["lesion/lesion", "lesion-control/gate", "completion-rank/rank"]
