@@ -29,6 +29,19 @@ def tiny_config(**overrides) -> cfg.Config:
     return cfg.load(None, {**TINY, **overrides})
 
 
+def run_ok(args: list[str]) -> None:
+    """`rewind ARGS` in this process (for module fixtures, which have no capsys); it must succeed."""
+    from rewind.cli import main
+
+    old, sys.argv = sys.argv, ["rewind", *args]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = old
+    assert e.value.code == 0
+
+
 def load(root, stage: str, step: int) -> dict:
     """The tensors of a run's checkpoint at `step` of `stage`."""
     from rewind.archive import run as runs

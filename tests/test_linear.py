@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_ok
 from rewind.linear import dynamics, networks
 from rewind.linear.tasks import hierarchical_modes
 
@@ -135,25 +135,12 @@ def test_two_pathways_follow_the_two_pathway_analytical_curve(gate):
         assert sim[-1, 1, 0] < 0.01 * S[0] and ode[-1, 1, 0] < 0.01 * S[0]  # the gated one never gets mode 1
 
 
-def cli(args: list[str]) -> None:
-    """`rewind ARGS` in-process, for module fixtures (which cannot use capsys)."""
-    from rewind.cli import main
-
-    old, sys.argv = sys.argv, ["rewind", *args]
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        sys.argv = old
-    assert e.value.code == 0
-
-
 @pytest.fixture(scope="module")
 def dln(tmp_path_factory):
     """The paper's multi-pathway sweep (one seed), through the command of the issue, at the paper's width
     100 (the authors' draw takes the modes' k from `width` values)."""
     out = tmp_path_factory.mktemp("linear") / "dln"
-    cli(["linear", "pathways", "--depth", "2,3,4", "--deficit-start", "0,400,750", "--deficit-length", "150",
+    run_ok(["linear", "pathways", "--depth", "2,3,4", "--deficit-start", "0,400,750", "--deficit-length", "150",
          "--threads", "1", "--progress", "none", "--no-figures", "--out", str(out)])
     return out
 
@@ -232,7 +219,7 @@ def test_a_new_onset_trains_only_its_branch(dln, tmp_path, capsys):
 def mc(tmp_path_factory):
     """A matrix-completion sweep at small scale, in one go."""
     out = tmp_path_factory.mktemp("linear") / "mc"
-    cli(["linear", "completion", *COMPLETION, "--pretrain-steps", "0,1k,2k,3k", "--out", str(out)])
+    run_ok(["linear", "completion", *COMPLETION, "--pretrain-steps", "0,1k,2k,3k", "--out", str(out)])
     return out
 
 

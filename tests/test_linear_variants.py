@@ -10,25 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_ok
 from rewind.linear import flow, networks, phase
-
-
-def rewind(args: list[str]) -> None:
-    """`rewind ARGS` in this process (for module fixtures, which have no capsys); it must succeed."""
-    import sys
-
-    from rewind.cli import main
-
-    old, sys.argv = sys.argv, ["rewind", *args]
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        sys.argv = old
-    assert e.value.code == 0
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def authors_phase(D, S, p0, window, dt, T, c):
@@ -133,7 +116,7 @@ def variants(tmp_path_factory):
     for name, extra in (("lesion", ["--deficit-start", "0", "--deficit-length", "200", "--lesion-mode", "2"]),
                         ("tanh", ["--deficit-start", "0", "--nonlinearity", "tanh"]),
                         ("relu", ["--deficit-start", "0", "--nonlinearity", "relu"])):
-        rewind([*base, *extra, "--out", str(root / name)])
+        run_ok([*base, *extra, "--out", str(root / name)])
     return root
 
 

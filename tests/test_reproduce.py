@@ -4,32 +4,18 @@ bad input is one line."""
 
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_ok
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def rewind(args: list[str]) -> None:
-    from rewind.cli import main
-
-    old, sys.argv = sys.argv, ["rewind", *args]
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        sys.argv = old
-    assert e.value.code == 0
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce") / "k24"
-    rewind(["reproduce", "kleinman2024", "--threads", "1", "--progress", "none", "--out", str(out)])
+    run_ok(["reproduce", "kleinman2024", "--threads", "1", "--progress", "none", "--out", str(out)])
     return out
 
 
