@@ -109,3 +109,24 @@ def test_the_low_layers_load_nothing_from_above():
 def test_the_cli_loads_no_torch_pandas_or_matplotlib():
     held = loaded("import rewind.cli")
     assert {"torch", "pandas", "matplotlib"} & held == set() and "click" in held
+
+
+def test_every_rewind_name_the_tools_import_exists():
+    """tools/ (benchmarks, the GPU check) import rewind inside functions too, where no test reaches:
+    every `from rewind... import name` there must name a module and an attribute that exist."""
+    import importlib
+
+    missing = []
+    for path in sorted((ROOT.parent / "tools").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "rewind":
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name) and not _is_module(f"{node.module}.{a.name}")]
+    assert missing == []
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

@@ -147,7 +147,7 @@ def bench_eval(setup: Setup, repeats: int, warmup: int = 1) -> Timing:
 
 def stats_overhead(setup: Setup, step_seconds: float, repeats: int = 20) -> tuple[float, float]:
     """(seconds per online-statistics log step, fraction of training time at the default cadence)."""
-    from rewind.analysis.early import EarlyStats
+    from rewind.train.early import EarlyStats
 
     class Discard:
         def log(self, *args, **kwargs):
