@@ -347,7 +347,7 @@ def _outputs(out: str, figures: bool, pngs: str) -> None:
 @cli.command()
 @click.argument("paper", required=False)
 @click.argument("figures", nargs=-1)
-@config_options(tuple(reproduce_config.ReproduceStudy.SECTIONS), with_file=False, kind=reproduce_config.ReproduceStudy,
+@config_options(tuple(reproduce_config.ReproduceStudy.SECTIONS), kind=reproduce_config.ReproduceStudy,
                 leave_out=("figures",))
 @dry_run_option
 @click.option("--list", "list_", is_flag=True, default=False,
@@ -355,8 +355,8 @@ def _outputs(out: str, figures: bool, pngs: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False),
               help="folder for the figures (PNG, CSV), README.md and the runs they need (runs/), e.g. runs/paper; "
                    "needed except with --list  [default: none]")
-def reproduce(paper: str | None, figures: tuple[str, ...], dry_run: bool, list_: bool, out: str | None,
-              **options: Any) -> None:
+def reproduce(paper: str | None, figures: tuple[str, ...], config_file: str | None, dry_run: bool, list_: bool,
+              out: str | None, **options: Any) -> None:
     """A paper's figures, one command: the runs they need (ordinary deep-linear sweeps: archives, resume,
     --dry-run, --executor), each trained once, then per figure FIGURE.png, FIGURE.csv and a README.md.
 
@@ -376,7 +376,7 @@ def reproduce(paper: str | None, figures: tuple[str, ...], dry_run: bool, list_:
         return
     if not paper:
         raise UserError(f"name a paper to reproduce ({', '.join(papers.names())}), or see `rewind reproduce --list`")
-    settings = reproduce_config.load(given(options))
+    settings = reproduce_config.load(given(options), config_file)
     from rewind.reproduce import run as reproducing
 
     reproducing.select(paper, list(figures))  # an unknown figure: one line, before anything is written

@@ -235,6 +235,8 @@ def _coerce(name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
 def _unknown(key: str, known: list[str], where: str) -> UserError:
     near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
     hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(known))}"
+    if "." not in key and not near:  # a section: a study's or executor's registers once rewind.studies is loaded
+        hint += " (in Python, `import rewind.studies` first for the studies' sections: imp, critical, warm, study, launch)"
     return UserError(f"unknown config key {key!r} in {where}{hint}")
 
 

@@ -35,6 +35,11 @@ COMMANDS = {
     "critical": ["critical-period", *SMALL, "--deficit", "blur(size=8)", "--switch-at", "0,40it",
                  "--after", "40it"],
     "warm": ["warm-start", *SMALL, "--second-steps", "60it"],
+    # every plasticity study but the one-phase ones (issue 22 gave those a new shape: no first phase)
+    **{f"warm-{study}": ["warm-start", *SMALL, "--second-steps", "60it", "--study", study, *extra] for study, extra in (
+        ("length", ["--first-steps", "0,40it"]), ("reset", []), ("shrink", ["--shrink", "0.3", "--perturb-sigma",
+        "0.01"]), ("lr", ["--second-lr", "0.01,0.1"]), ("size", ["--widths", "4,8"]))},
+    "warm-optimizers": ["warm-start", *SMALL, "--second-steps", "60it", "--optimizers", "sgd:0.1:0,rmsprop:0.001"],
 }
 
 PINNED = {
@@ -51,6 +56,56 @@ PINNED = {
         "branches/warm-scratch-ff0dbc3e",
         "branches/warm-shrink-perturb-de7bd505",
         "branches/warm-warm-2607b8c0",
+    ],
+    # The plasticity studies, unchanged by issue 22 (the same folders as at 7fe4de7, before it).
+    "warm-length": [
+        ".",
+        "branches/warm-scratch-df02b063",
+        "branches/warm-warm-310edaf5",
+        "branches/warm-warm-bc6dea64",
+    ],
+    "warm-reset": [
+        ".",
+        "branches/warm-reset-0544ceff",
+        "branches/warm-reset-586dffeb",
+        "branches/warm-reset-870f87e2",
+        "branches/warm-reset-a6573272",
+        "branches/warm-reset-e05c897e",
+        "branches/warm-scratch-df02b063",
+        "branches/warm-warm-2607b8c0",
+    ],
+    "warm-shrink": [
+        ".",
+        "branches/warm-scratch-df02b063",
+        "branches/warm-shrink-perturb-594e084b",
+        "branches/warm-warm-2607b8c0",
+    ],
+    "warm-lr": [
+        "lr0.1",
+        "lr0.1/branches/warm-scratch-df02b063",
+        "lr0.1/branches/warm-scratch-e017fd7e",
+        "lr0.1/branches/warm-warm-0fcd2741",
+        "lr0.1/branches/warm-warm-2607b8c0",
+    ],
+    "warm-size": [
+        "w4",
+        "w4/branches/warm-scratch-ad15499d",
+        "w4/branches/warm-warm-b63e9b33",
+        "w8",
+        "w8/branches/warm-scratch-df02b063",
+        "w8/branches/warm-warm-2607b8c0",
+    ],
+    "warm-optimizers": [
+        "rmsprop0.001-m0",
+        "rmsprop0.001-m0/branches/warm-reset-735624af",
+        "rmsprop0.001-m0/branches/warm-scratch-6db812d5",
+        "rmsprop0.001-m0/branches/warm-shrink-perturb-9d72fbea",
+        "rmsprop0.001-m0/branches/warm-warm-2e25a2d3",
+        "sgd0.1-m0",
+        "sgd0.1-m0/branches/warm-reset-31ea0501",
+        "sgd0.1-m0/branches/warm-scratch-ff0dbc3e",
+        "sgd0.1-m0/branches/warm-shrink-perturb-de7bd505",
+        "sgd0.1-m0/branches/warm-warm-2607b8c0",
     ],
 }
 

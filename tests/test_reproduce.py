@@ -184,3 +184,13 @@ def test_a_reproduce_plan_is_read_back_as_every_job_reads_it(tmp_path):
     path = plan.save()
     assert files.read_plan(path) == plan and path.name == f"plan-{plan.key()}.json"
     assert [j.name for j in plan.jobs] == ["lesion/lesion", "lesion-control/gate", "completion-rank/rank"]
+
+
+def test_settings_come_from_a_toml_file_and_flags_win(tmp_path):
+    from rewind.reproduce import config as rconfig
+
+    path = tmp_path / "k24.toml"
+    path.write_text('[reproduce]\nscale = "paper"\nreference = true\n[runtime]\nthreads = 2\n')
+    settings = rconfig.load({"reference": False}, str(path))
+    assert (settings.reproduce.scale, settings.reproduce.reference, settings.runtime.threads) == ("paper", False, 2)
+    assert settings.reproduce.seed_list() == [0, 1, 2]  # the paper scale's seeds

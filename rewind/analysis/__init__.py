@@ -1,1 +1,2 @@
-"""Analyses over archives: results tables and plots, early-phase statistics, Fisher trace, mode connectivity."""
+"""Analyses over archives: results tables and plots, the early-phase report, mask overlap, mode connectivity
+(the online statistics and Fisher trace are logged by `rewind.train.early` and `rewind.train.fisher`)."""

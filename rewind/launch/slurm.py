@@ -22,8 +22,6 @@ MIN_TIME_LIMIT = (SIGNAL_LEAD_S + SIGNAL_EARLY_S) // 60 + 1
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT")
 WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "STOPPED")
-ENDED = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-         "DEADLINE", "REVOKED", "SPECIAL_EXIT")
 # Pending reasons that never clear by themselves: the job waits forever unless it is cancelled and sent again.
 STUCK = {
     "DependencyNeverSatisfied": "a run it waits for failed or was cancelled",

@@ -35,7 +35,7 @@ from rewind.archive.manifest import Manifest
 from rewind.archive.metrics import MetricsLog
 from rewind.archive.run import MANIFEST, Run, identity_hash, open_run
 from rewind.archive.stage import Stage
-from rewind.errors import UserError
+from rewind.train.device import resolve_device as device  # noqa: F401  (sweep.device)
 
 
 class Batch(Protocol):
@@ -167,14 +167,6 @@ def group(items: list[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
     for item in items:
         out.setdefault(key(item), []).append(item)
     return out
-
-
-def device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but torch sees no CUDA device here; use --device cpu or auto")
-    return torch.device(name)
 
 
 @contextmanager

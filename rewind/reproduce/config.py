@@ -23,7 +23,8 @@ class ReproduceConfig:
     seeds: str = _f("", "seeds, comma-separated, for every run of every figure (empty: 0 at smoke scale, 0,1,2 at "
                         "paper scale); adding one trains only its arms")
     reference: bool = _f(False, "draw the paper's values (or the authors' code's, run on its settings) beside "
-                                "rewind's where they are known, each with its source in the figure's CSV")
+                                "rewind's where they are known, each with its source in the figure's CSV; at "
+                                "--scale paper only (they are values at the paper's settings)")
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -41,8 +42,9 @@ class ReproduceStudy(Settings):
                                            "launch": LaunchConfig}
 
 
-def load(overrides: dict[str, Any] | None = None) -> ReproduceStudy:
-    return ReproduceStudy.load(None, overrides)
+def load(overrides: dict[str, Any] | None = None, path: str | None = None) -> ReproduceStudy:
+    """Defaults, then the TOML file `path` (if any: `[reproduce]`, `[runtime]`, `[launch]`), then `overrides`."""
+    return ReproduceStudy.load(path, overrides)
 
 
 def from_dict(sections: dict[str, Any]) -> ReproduceStudy:

@@ -146,7 +146,7 @@ FIGURES = (
     Figure("fig12", "Fig. 12 (multipath/nonlin_sgd_rebuttal_iclr.py, ReLU)", "ReLU pathways at depth 3, early, "
            "middle and late deficit", _nonlinear("relu"), draw.nonlinear),
     Figure("completion-depth", "matrixcompletion/plot_depth_rank.py (scripts/run-depth-exp.sh)", "matrix "
-           "completion: final task-2 error against T_c per depth (rank 10 then rank 5)", _depth, draw.completion_depth),
+           "completion: final task-2 error against T_c per depth (task 1 of higher rank than task 2)", _depth, draw.completion_depth),
     Figure("completion-rank", "matrixcompletion/plot_rank.py (scripts/run-rank-exp.sh)", "matrix completion at "
            "depth 3: task 1's rank", _rank, draw.completion_rank),
     Figure("completion-observations", "matrixcompletion/scripts/run-ntrain-exp.sh", "matrix completion at depth 3: "

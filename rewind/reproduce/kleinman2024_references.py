@@ -14,12 +14,12 @@ matters only with a nonlinearity.
 
 from __future__ import annotations
 
-MULTIPATH = "authors' multipath/analytical_and_sgd_final.py (configs/multipath-depth4-analytical.yaml), seed 0"
-GATE_SING = "authors' multipath/analytical_and_sgd_gateSing.py (configs/multipath-gateSing-analytical.yaml), seed 0"
-NONLIN = "authors' multipath/nonlin_sgd_rebuttal_iclr.py (configs/iclr-rebuttal/multipath-nonlin-{}-depth3-*), seed 0"
-PHASE_LARGE = "authors' multipath/phase-large-init.py, their 100 draws (numpy default_rng(49827345))"
-PHASE_SMALL = "authors' multipath/phase-small-init.py (both pathways from p = 0.005, 1M updates)"
-COMPLETION = ("authors' matrixcompletion/main.py loop (configs/variable-depth.yaml), their seeds 0, 1, 2 (their own "
+MULTIPATH = "re-implementation of the authors' multipath/analytical_and_sgd_final.py (configs/multipath-depth4-analytical.yaml), seed 0"
+GATE_SING = "re-implementation of the authors' multipath/analytical_and_sgd_gateSing.py (configs/multipath-gateSing-analytical.yaml), seed 0"
+NONLIN = "re-implementation of the authors' multipath/nonlin_sgd_rebuttal_iclr.py (configs/iclr-rebuttal/multipath-nonlin-{}-depth3-*), seed 0"
+PHASE_LARGE = "re-implementation of the authors' multipath/phase-large-init.py, their 100 draws (numpy default_rng(49827345))"
+PHASE_SMALL = "re-implementation of the authors' multipath/phase-small-init.py (both pathways from p = 0.005, 1M updates)"
+COMPLETION = ("re-implementation of the authors' matrixcompletion/main.py loop (configs/variable-depth.yaml), their seeds 0, 1, 2 (their own "
               "targets), measured for README in issue 19")
 
 _MULTIPATH_SHARES = {(2, 0): 0.022095, (2, 400): 0.498471, (2, 750): 0.499999,

@@ -101,9 +101,7 @@ def execute(plan: launch.Plan, job: launch.Job) -> None:
     request = Request(**job.args["request"])
     settings = rconfig.from_dict(plan.config)
     sub = _sub_plan(request, _study_of(request, settings), Path(plan.out))
-    linear_study.execute(sub, sub.jobs[0])
-    if job.marker:
-        write_json(Path(job.marker), {"job": job.name, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    linear_study.execute(sub, sub.jobs[0])  # its marker: written by studies.common.execute
 
 
 def summarize(plan: launch.Plan) -> dict[str, str]:

@@ -7,13 +7,12 @@ figures), writes them and the study's figures into the study folder."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from rewind import launch
 from rewind.linear import config as linear_config
+from rewind.studies import common
 
 SWEEPS = {"pathways": linear_config.PathwaysStudy, "completion": linear_config.CompletionStudy}
 
@@ -23,9 +22,8 @@ def plan(kind: str, study, out: str | Path, write: bool = True) -> launch.Plan:
     if kind == "completion":
         study.completion.check_sweep()
     settings = study.to_dict()[kind]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     job = launch.Job("sweep", str(out), f"deep linear {kind} sweep: {_brief(settings)}",
-                     {"kind": kind}, marker=str(Path(out) / "launch" / f"done-{kind}-{key}.json"),
+                     {"kind": kind}, marker=common.marker(out, kind, settings),
                      expect=_trunks(kind, study, out))
     return launch.Plan("rewind.studies.linear", str(out), study.to_dict(), (job,), {"kind": kind, "write": write})
 

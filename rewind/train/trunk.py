@@ -22,15 +22,8 @@ from rewind.train.pretrain import pretrain, pretrain_plan, schedule_offset
 from rewind.train.schedule import Plan
 from rewind.train.replicas import train_segments
 from rewind.train.segment import Segment
+from rewind.train.device import resolve_device
 from rewind.train.warmstart import shrink_perturb
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
 
 
 def load_data(config: Config) -> D.Dataset:
