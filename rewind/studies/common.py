@@ -65,8 +65,9 @@ def marker(out: str | Path, kind: str, settings: dict[str, Any]) -> str:
 
 
 def study(plan: launch.Plan):
-    """The study module that trains `plan`'s jobs (`rewind.studies.<name>`; a plan file read back names
-    one of rewind's, `rewind.launch.files.read_plan` checks)."""
+    """The module that trains `plan`'s jobs: `rewind.studies.<name>`, or `rewind.reproduce.run` for a
+    `rewind reproduce` plan (the one import by a run-time name, tests/test_layers.py; a plan file read
+    back names one of `rewind.launch.files.PLAN_MODULES`, which `read_plan` checks)."""
     return importlib.import_module(plan.study)
 
 
