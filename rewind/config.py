@@ -33,6 +33,8 @@ from rewind.settings import (RANGES, Settings, _f, base_type, flag_of, given, re
                              to_toml)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+FIT_ONE_AT_A_TIME = ("runs that stop by fit (--until-train-acc) train one at a time, as each stops at its own step; "
+                     "drop --parallel")
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,10 @@ def test_a_complete_tables_truncation_no_longer_changes_the_study_table(made, tm
 WS = ["warm-start", "--steps", "10it", "--second-steps", "10it"]
 SETTINGS = [
     (["train", "--lr", "inf"], "lr must be a finite number"),
+    # refused before the trunk trains (not when the stacked branches would start)
+    (["imp", "--rewind-iter", "10it", "--parallel", "2", "--until-train-acc", "0.9"], "train one at a time"),
+    (["critical-period", "--deficit", "blur", "--switch-at", "0,10it", "--parallel", "2", "--until-train-acc", "0.95"],
+     "train one at a time"),
     (["train", "--lr", "nan"], "lr must be a finite number"),
     (["train", "--lr-gamma", "inf"], "lr_gamma must be a finite number"),
     (["train", "--until-train-acc", "nan"], "until_train_acc must be a finite number"),

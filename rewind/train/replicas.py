@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from rewind import config as cfg
 from rewind.errors import UserError
 from rewind.models import stacked as stacking
 from rewind.models.stacked import Stacked
@@ -208,8 +209,7 @@ def _check(items: Sequence[Segment]) -> None:
         raise UserError("run_segments needs at least one segment")
     _check_shared([s.state for s in items])
     if any(s.state.plan.until_train_acc for s in items):
-        raise UserError("runs that stop by fit (--until-train-acc) train one at a time, as each stops at its own "
-                        "step; drop --parallel")
+        raise UserError(cfg.FIT_ONE_AT_A_TIME)
     if any(getattr(s.state.phases, "has_optimizer_resets", lambda: False)() for s in items):
         raise UserError("runs whose stages reset the optimizer state train one at a time (the stacked optimizer "
                         "keeps its own state); drop --parallel")
