@@ -29,6 +29,17 @@ def tiny_config(**overrides) -> cfg.Config:
     return cfg.load(None, {**TINY, **overrides})
 
 
+def check(code: int, out: str, err: str, expected: int, word: str) -> None:
+    """Exit status `expected`; on failure one line `rewind: error: ...` holding `word`, else `word` in stdout."""
+    assert "Traceback" not in err and code == expected, err
+    if expected:
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rewind: error: ") and word in lines[0], err
+        assert "object at 0x" not in err
+    else:
+        assert word in out, out
+
+
 def run_ok(args: list[str]) -> None:
     """`rewind ARGS` in this process (for module fixtures, which have no capsys); it must succeed."""
     from rewind.cli import main
