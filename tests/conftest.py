@@ -40,6 +40,22 @@ def check(code: int, out: str, err: str, expected: int, word: str) -> None:
         assert word in out, out
 
 
+def file_states(root) -> dict[str, tuple[bytes, int]]:
+    """Every file under root (locks aside): its bytes and modification time."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def same_checkpoint(a, b) -> bool:
+    """Equal tensors (bit for bit) and metadata; the file bytes may differ in the header's key order."""
+    import torch
+
+    from rewind.archive.checkpoints import read_tensors
+
+    (ta, ma), (tb, mb) = read_tensors(a, None), read_tensors(b, None)
+    return ma == mb and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def run_ok(args: list[str]) -> None:
     """`rewind ARGS` in this process (for module fixtures, which have no capsys); it must succeed."""
     from rewind.cli import main
