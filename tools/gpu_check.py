@@ -18,6 +18,9 @@ REWIND_COMPILE_BACKEND says otherwise; the JSON names the backend.
 Everything runs through rewind's own code: `Setup.state` and `loop.train_step` (what `rewind train`
 runs), the replica trainer, `evaluate_state` (the Eval hook's evaluation), `trunk.train` for the
 whole run, and tools/bench.py's timers and plain-DataLoader reference.
+
+Over 400 lines, and one idea: one device session under one budget, its items sharing the rates
+measured so far to decide what still fits; split, each part would need that shared state.
 """
 
 from __future__ import annotations
