@@ -56,6 +56,9 @@ def same_checkpoint(a, b) -> bool:
     return ma == mb and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state that is not a weight
+
+
 def run_ok(args: list[str]) -> None:
     """`rewind ARGS` in this process (for module fixtures, which have no capsys); it must succeed."""
     from rewind.cli import main

@@ -18,9 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from conftest import check, run_cli, run_ok
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import check, cli_args, file_states, run_cli, run_ok
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only waits
 
@@ -33,10 +31,7 @@ LINEAR = ["linear", "pathways", "--depth", "2", "--deficit-start", "0", "--defic
 
 
 def tiny(cache: Path, **overrides) -> list[str]:
-    args = []
-    for key, value in {**TINY, "data_dir": str(cache), **overrides}.items():
-        args += [f"--{'data' if key == 'source' else key.replace('_', '-')}", str(value)]
-    return args
+    return cli_args(**{**TINY, "data_dir": str(cache), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +59,6 @@ def interrupted(trunk: Path, out: Path) -> None:
     del manifest["files"]["trunk/metrics.csv"], manifest["final_test"], manifest["best_test_acc"]
     manifest["status"] = "running"
     (out / "manifest.json").write_text(json.dumps(manifest))
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
 # --- damage done to a run folder ------------------------------------------------------------------------
@@ -204,10 +195,10 @@ def test_damaged_archive(made, tmp_path, capsys, source, damage, command, expect
     root = tmp_path / source
     shutil.copytree(base / source, root)
     damage(root)
-    before = files(root)
+    before = {k: data for k, (data, _) in file_states(root).items()}  # bytes: a refusal may rewrite alike
     code, out, err = run_cli(command(root, cache), capsys)
     check(code, out, err, expected, word)
-    after = files(root)
+    after = {k: data for k, (data, _) in file_states(root).items()}
     assert {k: v for k, v in after.items() if k in before} == before  # nothing saved was changed or removed
     if expected:  # a refused command leaves no run it opened behind (no manifest left running)
         assert {k for k in after if k.endswith("manifest.json")} == {k for k in before if k.endswith("manifest.json")}

@@ -166,3 +166,15 @@ def test_completion_tasks_and_the_subset_variant():
     s = completion_tasks(50, 4, 2, 600, 250, seed=3)
     assert torch.equal(s.target1, s.target2) and torch.equal(s.target2, t.target2)  # task 2's own matrix
     assert s.mask1.sum() == 250 and bool((s.mask1 <= s.mask2).all())  # on part of its entries
+
+
+def test_a_swept_sweep_plans_again_over_its_own_archives(tmp_path, capsys):
+    """A sweep over task 1's rank keeps one trunk per rank; planning it again (--dry-run, an executor)
+    checks each against its own archive, not every rank against the defaults' one."""
+    args = ["linear", "completion", "--depth", "1", "--size", "20", "--task1-rank", "2,10", "--task2-rank", "2",
+            "--observations", "120", "--pretrain-steps", "0,100", "--task2-steps", "100", "--record-every", "50",
+            "--save-every", "50", "--threads", "1", "--progress", "none", "--no-figures", "--out", str(tmp_path)]
+    assert run_cli(args, capsys)[0] == 0
+    assert {p.name for p in tmp_path.glob("depth1-*")} == {"depth1-rank2-seed0", "depth1-seed0"}
+    code, out, err = run_cli([*args, "--dry-run"], capsys)
+    assert code == 0 and "Traceback" not in err, err

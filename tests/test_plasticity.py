@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli, tiny_config
+from conftest import BN_BUFFERS, run_cli, tiny_config
 from rewind import models
 from rewind.archive import run as runs
 from rewind.errors import UserError
@@ -14,15 +14,9 @@ from rewind.train.trunk import train
 from rewind.train.warmstart import layer_groups, reset_layers, top_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 # 256 examples in batches of 32: 8 iterations an epoch.
 SMALL = dict(train_examples=256, test_examples=128, width=4, steps="8it", second_steps="6it", eval_every="2it",
              log_every="2it", save_every="4it", stats_every="0it", last_evals=2)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
 
 
 def small(cache, **values):

@@ -89,7 +89,7 @@ def test_a_recipe_serves_every_warm_start_study(tmp_path, capsys):
             str(tmp_path / "cache"), "--out", str(tmp_path / "r"), "--dry-run"]
     code, out, err = run_cli([*base, "--study", "length", "--first-steps", "0,10ep", "--until-train-acc", "0"], capsys)
     assert code == 0, err
-    assert "first-phase" in out and "warm" in out
+    assert "first_steps=200" in out and "shrink-perturb" not in out  # the length study (10ep: 200 it), not arms
     code, out, err = run_cli([*base, "--study", "length", "--first-steps", "0,10ep", "--until-train-acc", "0",
                               "--shrink", "0.3"], capsys)
     check(code, out, err, 2, "shrink (--shrink) is not used by --study length")

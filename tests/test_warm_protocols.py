@@ -20,11 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = dict(train_examples=256, test_examples=64, width=4, steps="8it", second_steps="6it", stats_every="0it")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
-
-
 def small(cache, **values):
     return tiny_config(data_dir=cache, **{**SMALL, **values})
 

@@ -6,12 +6,10 @@ import json
 import pytest
 import torch
 
-from conftest import load, stacked_sizes, tiny_config
+from conftest import BN_BUFFERS, load, stacked_sizes, tiny_config
 from rewind import models
 from rewind.archive import run as runs
 from rewind.train.trunk import Setup
-
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def test_warm_start_arms_share_the_first_phase(tmp_path, cache):

@@ -35,9 +35,14 @@ def _trunks(kind: str, study, out: str | Path) -> tuple:
     from rewind.linear.config import counts
     from rewind.linear.sweep import archive_name
 
-    module, c = (pathways, study.pathways) if kind == "pathways" else (completion, study.completion)
-    return tuple((str(Path(out) / archive_name(depth, seed)), module.KIND, module.trunk_identity(c, depth, seed))
-                 for depth in counts(c.depth, "depth") for seed in counts(c.seeds, "seeds"))
+    c = getattr(study, kind)
+    depths, seeds = counts(c.depth, "depth"), counts(c.seeds, "seeds")
+    if kind == "pathways":
+        return tuple((str(Path(out) / archive_name(d, s)), pathways.KIND, pathways.trunk_identity(c, d, s))
+                     for d in depths for s in seeds)
+    # completion: one trunk per swept variant too, each in its own archive (as the sweep names it)
+    return tuple((str(completion.archive(Path(out), c, d, s, v)), completion.KIND, completion.trunk_identity(c, d, s, v))
+                 for d in depths for v in completion.variants(c) for s in seeds)
 
 
 def _brief(settings: dict) -> str:
