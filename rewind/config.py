@@ -37,6 +37,12 @@ FIT_ONE_AT_A_TIME = ("runs that stop by fit (--until-train-acc) train one at a t
                      "drop --parallel")
 
 
+def check_fit_alone(parallel: int, until_train_acc: float) -> None:
+    """Runs that stop by fit cannot be stacked (--parallel): refused before anything trains."""
+    if parallel > 1 and until_train_acc:
+        raise UserError(FIT_ONE_AT_A_TIME)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = _f(

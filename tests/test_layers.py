@@ -148,3 +148,9 @@ def test_no_module_imports_a_computed_name_but_the_plan_dispatch():
                     "import_module", "__import__") and node.args and not isinstance(node.args[0], ast.Constant):
                 found.add(name)
     assert found == COMPUTED_IMPORTS
+
+
+def test_launch_imports_only_the_archive_and_the_top_level():
+    """README's layout: `launch` sits beside `analysis` and reads nothing of training or data."""
+    reached = {layer(t) for m, targets in imports().items() if layer(m) == "launch" for t in targets}
+    assert reached <= {"launch", "archive", "config", "settings", "steps", "seeds", "errors"}, reached

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rewind.linear import completion, pathways, sweep  # noqa: E402
 from rewind.linear.config import counts, load_completion, load_pathways  # noqa: E402
 from rewind.linear.tasks import hierarchical_modes  # noqa: E402
+from rewind.train.device import resolve_device  # noqa: E402
 
 
 def sync(dev: torch.device) -> None:
@@ -199,7 +200,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = sweep.device(args.device)
+    dev = resolve_device(args.device)
     print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     parts = set(args.only.split(","))
     runtime = {"device": args.device, "progress": "none", "threads": args.threads}

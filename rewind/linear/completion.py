@@ -40,6 +40,7 @@ from rewind.archive.run import identity_hash, open_run
 from rewind.linear import flow, networks, sweep
 from rewind.linear.config import CompletionConfig, CompletionStudy, counts
 from rewind.linear.tasks import CompletionTasks, completion_tasks
+from rewind.train.device import resolve_device
 
 KIND = "linear-completion"
 DTYPE = torch.float32
@@ -128,7 +129,7 @@ def train(study: CompletionStudy, out: str | Path) -> None:
     """Train every arm of the sweep that `out` does not hold complete (resuming from checkpoints)."""
     c, out = study.completion, Path(out)
     c.check_sweep()
-    dev = sweep.device(study.runtime.device)
+    dev = resolve_device(study.runtime.device)
     progress = sweep.Progress("linear completion", study.runtime.progress)
     depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")
     points = counts(c.pretrain_steps, "pretrain_steps", allow_k=True)

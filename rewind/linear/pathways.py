@@ -36,6 +36,7 @@ from rewind.archive.run import identity_hash, open_run
 from rewind.linear import dynamics, networks, sweep
 from rewind.linear.config import PathwaysConfig, PathwaysStudy, counts
 from rewind.linear.tasks import Modes, authors_modes, hierarchical_modes
+from rewind.train.device import resolve_device
 
 KIND = "linear-pathways"
 DTYPE = torch.float32
@@ -86,7 +87,7 @@ def write(result: Tables, study: PathwaysStudy, out: str | Path) -> None:
 def train(study: PathwaysStudy, out: str | Path) -> None:
     """Train every arm of the sweep that `out` does not hold complete (resuming from checkpoints)."""
     c, out = study.pathways, Path(out)
-    dev = sweep.device(study.runtime.device)
+    dev = resolve_device(study.runtime.device)
     progress = sweep.Progress("linear pathways", study.runtime.progress)
     modes = modes_of(c)
     depths, seed_list = counts(c.depth, "depth"), counts(c.seeds, "seeds")

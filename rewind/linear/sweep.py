@@ -35,7 +35,6 @@ from rewind.archive.manifest import Manifest
 from rewind.archive.metrics import MetricsLog
 from rewind.archive.run import MANIFEST, Run, identity_hash, open_run
 from rewind.archive.stage import Stage
-from rewind.train.device import resolve_device as device  # noqa: F401  (sweep.device)
 
 
 class Batch(Protocol):

@@ -54,8 +54,7 @@ class CriticalConfig:
 def check_used(config: cfg.Config) -> None:
     """UserError for a critical-period setting this sweep does not use."""
     c = config.critical
-    if config.study.parallel > 1 and config.train.until_train_acc:  # refused before the trunk trains
-        raise UserError(cfg.FIT_ONE_AT_A_TIME)
+    cfg.check_fit_alone(config.study.parallel, config.train.until_train_acc)  # before the trunk trains
     unused = [("switch_at", "--window (whose windows start at --starts)"),
               ("direction", "--window (deficit during each window)")] if c.window.strip() else \
              [("starts", "no --window (the switch points are --switch-at)")]

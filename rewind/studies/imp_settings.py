@@ -47,8 +47,7 @@ class ImpConfig:
 def check_used(config: cfg.Config) -> None:
     """UserError for an IMP setting this run does not use."""
     i = config.imp
-    if config.study.parallel > 1 and config.train.until_train_acc:  # refused before the trunk trains
-        raise UserError(cfg.FIT_ONE_AT_A_TIME)
+    cfg.check_fit_alone(config.study.parallel, config.train.until_train_acc)  # before the trunk trains
     if i.perturb_scale != cfg.default("perturb_scale") and i.perturb != "noise":
         raise UserError(f"{cfg.option('perturb_scale')} is a setting of --perturb noise (this run perturbs: "
                         f"{i.perturb}); drop it")
