@@ -131,6 +131,26 @@ def test_image_folder_and_tar_give_the_same_exact_pixels(tmp_path):
         assert np.array_equal(data.test_x[0].permute(1, 2, 0).numpy(), arrays[("test", "cat", 0)])
 
 
+def test_an_archive_is_listed_once_for_a_plans_sizes_and_classes(tmp_path, monkeypatch):
+    """A plan asks an archive's size and classes several times: it is read through once, and again
+    only once it changes."""
+    from rewind.data import sources
+
+    _write_folder(tmp_path / "ds")
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "ds", arcname="ds")
+    opened, real = [], tarfile.open
+    monkeypatch.setattr(sources.tarfile, "open", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    answers = [sources.train_size(str(archive)), sources.train_size(str(archive), holdout="1/3"),
+               sources.num_classes(str(archive))]
+    assert answers == [6, 4, 2] and len(opened) == 1
+    _write_folder(tmp_path / "more", classes=("cat", "dog", "eel"))
+    with tarfile.open(archive, "w:gz") as tar:  # rewritten: three classes now
+        tar.add(tmp_path / "more", arcname="ds")
+    assert sources.num_classes(str(archive)) == 3
+
+
 def test_decoded_cache_is_reused(tmp_path, monkeypatch):
     _write_folder(tmp_path / "ds")
     first = D.load(str(tmp_path / "ds"), tmp_path / "cache")

@@ -191,16 +191,24 @@ def num_classes(source: str) -> int:
                 if _split_of(n) == "train"})
 
 
-def _file_names(source: str) -> list[str]:
+def _file_names(source: str) -> tuple[str, ...]:
     """The paths of the files in the image-folder tree or archive at `source`."""
     path = Path(source).expanduser()
     if not path.exists():
         load(source, ".")  # the one-line message for a missing dataset
     if path.is_dir():
-        return [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+        return tuple(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    st = path.stat()
+    return _archive_names(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _archive_names(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """An archive's file names, read once per command while it is unchanged (size, mtime): a plan asks
+    for sizes and classes several times, and reading 60,000 images' headers takes seconds."""
     try:
         with tarfile.open(path) as tar:
-            return [m.name for m in tar if m.isfile()]
+            return tuple(m.name for m in tar if m.isfile())
     except (tarfile.TarError, EOFError, OSError) as e:
         raise _unreadable_archive(path, e) from None
 
